@@ -1,0 +1,39 @@
+# One command installs and runs each job on a fresh machine: the targets depend on `setup`.
+PYTHON_SYS ?= python3.11
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup data train sweep test test-all eval bench reconstruct clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+data: setup
+	$(PY) generate.py
+
+train: setup
+	$(PY) train.py
+
+sweep: setup
+	$(PY) train.py -m experiment=pretrained,transfer,scratch,ssl_20pct,ssl_100pct seed=0,1,2
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: setup
+	$(PY) -m pytest -q
+
+eval: setup
+	$(PY) evaluate.py
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf logs results .pytest_cache
