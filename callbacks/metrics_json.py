@@ -1,0 +1,62 @@
+"""Write each run's metrics as JSON where ``evaluate.py`` finds them: ``<run dir>/metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from faceregen.io import atomic_write_text
+
+
+def _plain(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if not math.isnan(float(v))}
+
+
+class MetricsJSON(pl.Callback):
+    """Per-epoch history (train/val), the best checkpoint and the test metrics, rewritten atomically.
+
+    Format: ``{"history": [{"epoch": int, "<stage>/<name>": float, ...}], "best_checkpoint": str|null,
+    "best_score": float|null, "monitor": str, "test": {...}}``. The run's resolved config is Hydra's
+    ``<run dir>/.hydra/config.yaml``.
+    """
+
+    def __init__(self, output_dir: str) -> None:
+        self.path = Path(output_dir) / "metrics.json"
+        self.history: list[dict] = []
+        self.test: dict[str, float] = {}
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict["history"])
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row.update(_plain(trainer.callback_metrics))
+        self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]
+        self._write(trainer)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        self.test = {k: v for k, v in _plain(trainer.callback_metrics).items() if k.startswith("test/")}
+        self._write(trainer)
+
+    def _write(self, trainer: pl.Trainer) -> None:
+        ckpt = trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") or None
+        score = getattr(ckpt, "best_model_score", None)
+        payload = {
+            "history": self.history,
+            "monitor": getattr(ckpt, "monitor", None),
+            "best_checkpoint": best,
+            "best_score": None if score is None else float(score),
+            "test": self.test,
+        }
+        atomic_write_text(self.path, json.dumps(payload, indent=2))

@@ -1,0 +1,144 @@
+"""MICAModule: image -> identity encoder -> mapping network -> z -> face model -> vertices (mm).
+
+The supervised half of the paper (section 2, Eq. 1-3)::
+
+    z = M(E(I))            identity encoder E (face-recognition backbone), mapping network M
+    V = G(z) = B z + A     the face model as a frozen linear layer, vertices in mm
+    L = mean_v,c( w_v * |V_vc - V*_vc| )   region-weighted L1 (MICA's masks), w from ``region_weights``
+
+Validation and test report the authors' metric, the mean per-vertex Euclidean distance in mm, over
+the whole face (eyeballs excluded) and separately inside and outside the wound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict
+from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
+from faceregen.face_model.decoder import region_weights as per_vertex_region_weights
+from faceregen.face_model.linear import LinearFaceModel
+from faceregen.metrics import masked_mean_distance_mm, per_vertex_distance_mm
+
+#: names of the distance metrics, per stage: ``<stage>/<name>``
+DISTANCE_METRICS = ("mean_distance_mm", "wound_distance_mm", "intact_distance_mm")
+
+
+class MICAModule(pl.LightningModule):
+    """MICA as a LightningModule.
+
+    Args:
+        identity_encoder: backbone wrapper with ``feature_dim`` and ``normalize_input(uint8 images)``.
+        mapping_network: partial constructor ``(input_dim, output_dim) -> nn.Module`` (MICA's
+            mapping network); its sizes follow the encoder and the face model.
+        face_model: the linear face model of the data; becomes the frozen decoder.
+        region_weights: ordered ``region -> weight`` (MICA: eyeballs 0.01, ears 0.01, face 150).
+        optimizer: partial optimizer constructor taking parameter groups.
+        backbone_lr: learning rate of the backbone's trainable layers (None: the optimizer's lr).
+        scheduler: optional partial LR scheduler.
+        base_checkpoint: MICA-layout checkpoint (``mica.tar`` or the embedded base model) to start from.
+        n_components: how many face-model components the mapping network predicts (None: all).
+    """
+
+    def __init__(
+        self,
+        identity_encoder: nn.Module,
+        mapping_network: Callable[..., nn.Module],
+        face_model: LinearFaceModel,
+        region_weights: Mapping[str, float],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        backbone_lr: float | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        base_checkpoint: str | None = None,
+        n_components: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler"])
+        self.identity_encoder = identity_encoder
+        self.face_model_decoder = FaceModelDecoder(face_model, n_components)
+        self.mapping_network = mapping_network(
+            input_dim=identity_encoder.feature_dim, output_dim=self.face_model_decoder.n_components
+        )
+        self.register_buffer("vertex_weights", torch.from_numpy(per_vertex_region_weights(face_model, region_weights)))
+        self.register_buffer("evaluation_mask", torch.from_numpy(evaluation_vertices(face_model)))
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.distance = nn.ModuleDict(
+            {f"{stage}_{name}": MeanMetric() for stage in ("val", "test") for name in DISTANCE_METRICS}
+        )
+        if base_checkpoint:
+            self.load_base_checkpoint(base_checkpoint)
+
+    # --- model ---------------------------------------------------------------------------------
+    def load_base_checkpoint(self, path: str) -> None:
+        """Start from a MICA-layout checkpoint: identity-encoder backbone + mapping network."""
+        encoder_state, mapping_state = load_mica_checkpoint(path)
+        load_state_strict(self.identity_encoder.backbone, encoder_state, source=f"{path} (encoder)")
+        load_state_strict(self.mapping_network, mapping_state, source=f"{path} (mapping network)")
+
+    def encode(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """Shape code z (B, K) from aligned uint8 images (B, 3, S, S)."""
+        features = self.identity_encoder(self.identity_encoder.normalize_input(images_uint8))
+        return self.mapping_network(features)
+
+    def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """Vertices (B, V, 3) in mm."""
+        return self.face_model_decoder(self.encode(images_uint8))
+
+    def region_weighted_l1(self, pred_mm: torch.Tensor, gt_mm: torch.Tensor) -> torch.Tensor:
+        """``mean_{b,v,c} w_v |pred - gt|`` (MICA's masked L1, in mm)."""
+        return ((pred_mm - gt_mm).abs() * self.vertex_weights[:, None]).mean()
+
+    # --- steps ---------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pred = self(batch["image"])
+        loss = self.region_weighted_l1(pred, batch["vertices_mm"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(pred))
+        return loss
+
+    def _evaluate(self, batch: dict, stage: str) -> torch.Tensor:
+        pred = self(batch["image"])
+        gt = batch["vertices_mm"]
+        loss = self.region_weighted_l1(pred, gt)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(pred), sync_dist=True)
+        distance = per_vertex_distance_mm(pred, gt)
+        evaluated = self.evaluation_mask.expand_as(distance)
+        wound = batch["wound_mask"] & evaluated & batch["has_wound_mask"][:, None]
+        intact = ~batch["wound_mask"] & evaluated & batch["has_wound_mask"][:, None]
+        for name, mask in zip(DISTANCE_METRICS, (evaluated, wound, intact)):
+            total, count = masked_mean_distance_mm(distance, mask)
+            if count > 0:
+                metric = self.distance[f"{stage}_{name}"]
+                metric.update(total / count, weight=count)
+                self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "mean_distance_mm")
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self(batch["image"])
+
+    # --- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        """Two parameter groups: mapping network (``lr``) and the backbone's trainable layers."""
+        mapping = [p for p in self.mapping_network.parameters() if p.requires_grad]
+        backbone = [p for p in self.identity_encoder.parameters() if p.requires_grad]
+        groups = [{"params": mapping, "name": "mapping_network"}]
+        if backbone:
+            group = {"params": backbone, "name": "identity_encoder"}
+            if self.hparams.backbone_lr is not None:
+                group["lr"] = self.hparams.backbone_lr
+            groups.append(group)
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}

@@ -1,0 +1,18 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
+
+
+@pytest.fixture(scope="session")
+def ellipsoid_model():
+    from face_models import ellipsoid_face_model
+
+    return ellipsoid_face_model()

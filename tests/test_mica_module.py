@@ -1,0 +1,154 @@
+"""MICAModule: shapes and units, what trains, overfitting, checkpoints, resume."""
+
+from functools import partial
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from faceregen.encoders.identity_encoder import build_identity_encoder
+from faceregen.encoders.mapping_network import MappingNetwork
+from lightning_modules.mica_module import MICAModule
+
+REGION_WEIGHTS = {"left_eyeball": 0.01, "right_eyeball": 0.01, "left_ear": 0.01, "right_ear": 0.01, "face": 150.0}
+
+
+def make_module(face_model, freeze="mica", pretrained=None, lr=1e-3, **kwargs) -> MICAModule:
+    return MICAModule(
+        identity_encoder=build_identity_encoder("dlib_resnet", pretrained=pretrained, freeze=freeze),
+        mapping_network=partial(MappingNetwork),
+        face_model=face_model,
+        region_weights=REGION_WEIGHTS,
+        optimizer=partial(torch.optim.Adam, lr=lr),
+        **kwargs,
+    )
+
+
+class FaceBatches(Dataset):
+    """Random images paired with the face model's vertices for random codes (a learnable mapping)."""
+
+    def __init__(self, face_model, n=8, size=150, seed=0):
+        rng = np.random.default_rng(seed)
+        self.images = torch.from_numpy(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8))
+        codes = rng.normal(size=(n, face_model.n_components)).astype(np.float32)
+        self.vertices = torch.from_numpy(face_model.vertices_mm(codes).astype(np.float32))
+        wound = np.zeros((n, face_model.n_vertices), bool)
+        wound[:, face_model.regions["nose"]] = True
+        self.wound = torch.from_numpy(wound)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {
+            "image": self.images[i],
+            "vertices_mm": self.vertices[i],
+            "wound_mask": self.wound[i],
+            "has_wound_mask": torch.tensor(True),
+        }
+
+
+def test_shapes_and_units(ellipsoid_model):
+    module = make_module(ellipsoid_model).eval()
+    images = torch.zeros(2, 3, 150, 150, dtype=torch.uint8)
+    with torch.no_grad():
+        vertices = module(images)
+        z = module.encode(images)
+    assert z.shape == (2, ellipsoid_model.n_components)
+    assert vertices.shape == (2, ellipsoid_model.n_vertices, 3)
+    # G(z) = B z + A exactly, in mm
+    expected = ellipsoid_model.vertices_mm(z.numpy())
+    np.testing.assert_allclose(vertices.numpy(), expected, rtol=1e-4, atol=1e-3)
+    # the decoder is frozen: no parameters, only buffers
+    assert not list(module.face_model_decoder.parameters())
+
+
+def test_only_intended_parameters_train(ellipsoid_model):
+    module = make_module(ellipsoid_model, freeze="mica")
+    batch = next(iter(DataLoader(FaceBatches(ellipsoid_model, n=2), batch_size=2)))
+    module.train()
+    loss = module.region_weighted_l1(module(batch["image"]), batch["vertices_mm"])
+    loss.backward()
+    backbone = module.identity_encoder.backbone
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    with_grad = {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad <= trainable
+    assert any(n.startswith("mapping_network.") for n in with_grad)
+    frozen = {n for n, p in backbone.named_parameters() if not p.requires_grad}
+    assert frozen, "freeze='mica' must freeze the early backbone stages"
+    assert all(f"identity_encoder.backbone.{n}" not in with_grad for n in frozen)
+    # the optimizer sees exactly the trainable parameters
+    optimizer = module.configure_optimizers()
+    optimised = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert optimised == {id(p) for p in module.parameters() if p.requires_grad}
+
+
+def test_region_weights_follow_mica_order(ellipsoid_model):
+    module = make_module(ellipsoid_model)
+    w = module.vertex_weights.numpy()
+    assert np.all(w[ellipsoid_model.regions["face"]] == 150.0)
+    assert np.all(w[ellipsoid_model.regions["left_eyeball"]] == np.float32(0.01))
+    untouched = np.ones(ellipsoid_model.n_vertices, bool)
+    for region in REGION_WEIGHTS:
+        untouched[ellipsoid_model.regions[region]] = False
+    assert np.all(w[untouched] == 1.0)
+
+
+def test_overfit_small_batch_drives_loss_down(ellipsoid_model):
+    """Four distinct photos (shipped dlib weights, frozen) -> four face codes: L1 falls at least 10x."""
+    from skimage import data, transform
+
+    torch.manual_seed(0)
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    images = np.stack([(transform.resize(p, (150, 150)) * 255).astype(np.uint8) for p in photos]).transpose(0, 3, 1, 2)
+    targets = next(iter(DataLoader(FaceBatches(ellipsoid_model, n=4), batch_size=4)))["vertices_mm"]
+    module = make_module(ellipsoid_model, freeze="all", pretrained="default", lr=3e-3)
+    optimizer = module.configure_optimizers()
+    module.train()
+    with torch.no_grad():  # the backbone is frozen: its features are computed once
+        features = module.identity_encoder(module.identity_encoder.normalize_input(torch.from_numpy(images)))
+    losses = []
+    for _ in range(400):
+        optimizer.zero_grad()
+        loss = module.region_weighted_l1(module.face_model_decoder(module.mapping_network(features)), targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert min(losses[-20:]) < losses[0] / 10
+
+
+def test_fit_logs_distances_and_resumes(ellipsoid_model, tmp_path):
+    data = DataLoader(FaceBatches(ellipsoid_model, n=4), batch_size=2)
+    checkpoints = tmp_path / "checkpoints"
+
+    def trainer(max_epochs):
+        ckpt = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, monitor="val/mean_distance_mm", save_last=True)
+        return pl.Trainer(
+            max_epochs=max_epochs, accelerator="cpu", logger=False, callbacks=[ckpt],
+            enable_progress_bar=False, enable_model_summary=False,
+        )
+
+    first = trainer(1)
+    first.fit(make_module(ellipsoid_model, freeze="all"), data, data)
+    assert first.global_step == 2
+    for name in ("val/mean_distance_mm", "val/wound_distance_mm", "val/intact_distance_mm"):
+        assert float(first.callback_metrics[name]) > 0
+    resumed_module = make_module(ellipsoid_model, freeze="all")
+    second = trainer(2)
+    second.fit(resumed_module, data, data, ckpt_path=str(checkpoints / "last.ckpt"))
+    assert second.global_step == 4  # continued from step 2, not from 0
+
+
+def test_wound_and_intact_distances_partition_the_face(ellipsoid_model):
+    module = make_module(ellipsoid_model).eval()
+    batch = next(iter(DataLoader(FaceBatches(ellipsoid_model, n=2), batch_size=2)))
+    with torch.no_grad():
+        module._evaluate(batch, "test")
+    d = {name: float(module.distance[f"test_{name}"].compute()) for name in ("mean_distance_mm", "wound_distance_mm", "intact_distance_mm")}
+    n_wound = int(module.evaluation_mask[batch["wound_mask"][0]].sum())
+    n_all = int(module.evaluation_mask.sum())
+    # the mean over all evaluated vertices is the count-weighted mean of wound and intact means
+    combined = (d["wound_distance_mm"] * n_wound + d["intact_distance_mm"] * (n_all - n_wound)) / n_all
+    assert d["mean_distance_mm"] == pytest.approx(combined, rel=1e-4)
