@@ -18,18 +18,28 @@ def instantiate_group(cfg: DictConfig | None) -> list:
     return [hydra.utils.instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Fit ``cfg.model`` on ``cfg.data`` (when ``cfg.train``), test the best checkpoint (``cfg.test``).
+def prepare_data_and_model(cfg: DictConfig, **model_overrides) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """The face model (once), the synthetic data (generated when missing), the model and its datamodule.
 
-    The face model is instantiated once and handed to both the data and the model, which check the
-    vertex count against it. Returns the best validation score (or the test mean distance when no
-    training ran), so Hydra's sweepers can optimise it.
+    The datamodule's face alignment follows the model's identity encoder (ArcFace 112 or dlib 150), and
+    both check vertex counts against the same face model.
+    """
+    face_model = hydra.utils.instantiate(cfg.face_model)
+    if cfg.get("generator"):
+        hydra.utils.instantiate(cfg.generator, face_model=face_model)  # resumable: a no-op when complete
+    model = hydra.utils.instantiate(cfg.model, face_model=face_model, **model_overrides)
+    datamodule = hydra.utils.instantiate(cfg.data, face_model=face_model, alignment=model.identity_encoder.alignment)
+    return datamodule, model
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Fit ``cfg.model`` on ``cfg.data`` (when ``cfg.train``), then test the best checkpoint (``cfg.test``).
+
+    Returns the best validation mean distance (or the test one when nothing was trained), so Hydra's
+    sweepers can optimise it.
     """
     pl.seed_everything(cfg.seed, workers=True)
-    log.info("Face model <%s>", cfg.face_model._target_)
-    face_model = hydra.utils.instantiate(cfg.face_model)
-    datamodule = hydra.utils.instantiate(cfg.data, face_model=face_model)
-    model = hydra.utils.instantiate(cfg.model, face_model=face_model)
+    datamodule, model = prepare_data_and_model(cfg)
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
     )
