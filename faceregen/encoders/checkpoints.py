@@ -109,3 +109,21 @@ def load_mica_checkpoint(path: str | Path) -> tuple[StateDict, StateDict]:
     if not mapping_state:
         raise ValueError(f"{path}: ['{MICA_GENERATOR_KEY}'] has no '{MICA_MAPPING_PREFIX}*' (mapping network) entries")
     return encoder_state, mapping_state
+
+
+def save_mica_checkpoint(path: str | Path, encoder_state: StateDict, mapping_state: StateDict) -> Path:
+    """Write ``encoder_state`` and ``mapping_state`` in MICA's ``mica.tar`` layout (atomically).
+
+    The inverse of :func:`load_mica_checkpoint`: ``{"arcface": encoder, "flameModel": {"regressor.<k>":
+    mapping}}``, so the loader that reads a user's ``mica.tar`` reads it too. For the dlib backbone the
+    ``arcface`` entry holds that backbone's own keys.
+    """
+    from faceregen.io import atomic_path
+
+    payload = {
+        MICA_ENCODER_KEY: {k: v.detach().cpu().clone() for k, v in encoder_state.items()},
+        MICA_GENERATOR_KEY: {MICA_MAPPING_PREFIX + k: v.detach().cpu().clone() for k, v in mapping_state.items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)

@@ -1,0 +1,363 @@
+"""The synthetic Cir3D-FaIR dataset: random heads ``G(z)``, wounds carved into them, grey renders.
+
+For identity ``i`` (named ``CTM%05d`` of ``i + 1``): ``z ~ N(0, I) * code_scale`` from the generator seeded by
+``(seed, i)``, complete head ``G(z)``; variant ``k`` carves wound type ``wound_types[(i K + k) mod T]`` with
+the generator seeded by ``(seed, i, k + 1)``, renders the imperfect head under each light and projects the
+landmarks. Results depend on ``(seed, i, k)`` only, not on which worker ran what, so any number of
+workers, and a resumed run, give the same bytes.
+
+Layout under ``root`` (see the project's shared contracts)::
+
+    data2D/<group>/<sample>/<sample>_<k>.png   imperfect head under light k (RGB uint8)
+    data2D/<group>/<sample>/landmarks.npz      points_px (L, P, 2) float32, names (P,)
+    label/<group>/<sample>.obj                 complete head (mm, face-model topology)
+    imperfect/<group>/<sample>.obj             wounded head
+    wound/<group>/<sample>.npz                 mask (V,) bool, depth_mm (V,) float32, wound_type, code (K,)
+    contact_sheet.png                          a few samples under every light, wound overlaid in red
+    manifest.json                              written last
+
+Every file goes through an atomic rename. A sample is written label, imperfect, wound, images, then
+``landmarks.npz`` last, so a sample is complete exactly when its ``landmarks.npz`` exists: a resumed run
+skips those, removes temporary files left by a killed run, and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from faceregen.face_model.linear import FIVE_POINT_NAMES, LinearFaceModel
+from faceregen.io import atomic_write_bytes, atomic_write_text
+from faceregen.mesh_io import read_mesh, write_mesh
+from faceregen.synthetic.wounds import WOUND_TYPES, make_wound
+
+if TYPE_CHECKING:  # rendering imports VTK: only the functions that render import it
+    from faceregen.rendering import Camera
+
+MANIFEST_FORMAT = "faceregen-cir3dfair"
+MANIFEST_VERSION = 1
+#: Face-model regions the camera frames (the front of the mean head).
+FRAMED_REGIONS = ("face", "forehead", "nose", "lips", "eye_region")
+#: Parameters of an unfinished run, checked on resume; removed once the manifest is written.
+PENDING_PARAMS_NAME = ".generate_params.json"
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """Everything that decides a dataset's bytes (the worker count does not)."""
+
+    n_identities: int = 300
+    wounds_per_identity: int = 3
+    wound_types: tuple[str, ...] = WOUND_TYPES
+    lights: tuple[tuple[float, float, float], ...] = ()
+    resolution: int = 256
+    fov_deg: float = 25.0
+    frame_margin: float = 1.4
+    seed: int = 0
+    code_scale: float = 1.0
+    group: str = "synthetic"
+    wound_params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_identities < 1 or self.wounds_per_identity < 1:
+            raise ValueError(
+                f"n_identities={self.n_identities}, wounds_per_identity={self.wounds_per_identity}: both must be >= 1"
+            )
+        unknown = [t for t in self.wound_types if t not in WOUND_TYPES]
+        if not self.wound_types or unknown:
+            raise ValueError(f"wound_types {list(self.wound_types)}: expected a non-empty subset of {WOUND_TYPES}")
+        if not self.lights or any(len(d) != 3 for d in self.lights):
+            raise ValueError(f"lights {self.lights}: expected a non-empty list of [x, y, z] directions")
+        if self.code_scale <= 0:
+            raise ValueError(f"code_scale={self.code_scale}: expected > 0")
+
+    def to_dict(self) -> dict:
+        return {
+            "n_identities": self.n_identities,
+            "wounds_per_identity": self.wounds_per_identity,
+            "wound_types": list(self.wound_types),
+            "resolution": self.resolution,
+            "fov_deg": self.fov_deg,
+            "frame_margin": self.frame_margin,
+            "seed": self.seed,
+            "code_scale": self.code_scale,
+            "group": self.group,
+            "wound_params": {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in self.wound_params.items()},
+        }
+
+
+# --- naming and layout ------------------------------------------------------------------------------
+def identity_name(i: int) -> str:
+    return f"CTM{i + 1:05d}"
+
+
+def sample_name(i: int, k: int) -> str:
+    return f"{identity_name(i)}_{k}"
+
+
+def wound_type_of(settings: GeneratorSettings, i: int, k: int) -> str:
+    """Wound types cycle over samples: ``wound_types[(i K + k) mod T]``."""
+    return settings.wound_types[(i * settings.wounds_per_identity + k) % len(settings.wound_types)]
+
+
+def sample_paths(settings: GeneratorSettings, i: int, k: int) -> dict:
+    """Paths of one sample's files, relative to the dataset root."""
+    g, s = settings.group, sample_name(i, k)
+    return {
+        "images": [f"data2D/{g}/{s}/{s}_{light}.png" for light in range(len(settings.lights))],
+        "landmarks": f"data2D/{g}/{s}/landmarks.npz",
+        "label": f"label/{g}/{s}.obj",
+        "imperfect": f"imperfect/{g}/{s}.obj",
+        "wound": f"wound/{g}/{s}.npz",
+    }
+
+
+def manifest_entry(settings: GeneratorSettings, i: int, k: int) -> dict:
+    return {
+        "sample": sample_name(i, k),
+        "identity": identity_name(i),
+        "group": settings.group,
+        "variant": k,
+        "wound_type": wound_type_of(settings, i, k),
+        **sample_paths(settings, i, k),
+    }
+
+
+# --- deterministic file bytes ------------------------------------------------------------------------
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed ``.npz`` (as ``np.savez``) with fixed zip timestamps, so equal arrays give equal bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
+    return buffer.getvalue()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG of an RGB uint8 image with fixed encoder options (no metadata)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+# --- one identity (run in a worker) -------------------------------------------------------------------
+def landmark_names(model: LinearFaceModel) -> tuple[str, ...]:
+    """The five alignment points first, then the model's other landmarks in its order."""
+    return FIVE_POINT_NAMES + tuple(n for n in model.landmarks.names if n not in FIVE_POINT_NAMES)
+
+
+def dataset_camera(model: LinearFaceModel, settings: GeneratorSettings) -> Camera:
+    """One camera for the whole dataset: framing the front regions of the mean head."""
+    from faceregen.rendering import Camera
+
+    front = np.unique(np.concatenate([model.regions[r] for r in FRAMED_REGIONS]))
+    if len(front) == 0:
+        raise ValueError(f"face model {model.name!r}: regions {FRAMED_REGIONS} are all empty; cannot frame the face")
+    return Camera.framing(model.mean_mm[front], settings.resolution, settings.fov_deg, settings.frame_margin)
+
+
+_worker: dict = {}
+
+
+def _init_worker(model: LinearFaceModel, settings: GeneratorSettings, root: str) -> None:
+    """Per-process state: the face model, settings, camera (and, lazily, one VTK window)."""
+    _worker.update(model=model, settings=settings, root=Path(root), camera=dataset_camera(model, settings))
+
+
+def identity_code(seed: int, i: int, n_components: int, code_scale: float = 1.0) -> np.ndarray:
+    """Identity ``i``'s shape code ``z ~ N(0, I) * code_scale`` (float32), drawn from the generator ``(seed, i)``."""
+    rng = np.random.default_rng([seed, i])
+    return (rng.standard_normal(n_components) * code_scale).astype(np.float32)
+
+
+def _generate_identity(i: int) -> int:
+    """Write every unfinished sample of identity ``i``; returns how many were written."""
+    from faceregen.rendering import render_grey
+
+    model, settings, root, camera = (_worker[k] for k in ("model", "settings", "root", "camera"))
+    code = identity_code(settings.seed, i, model.n_components, settings.code_scale)
+    complete = model.vertices_mm(code)
+    names = landmark_names(model)
+    written = 0
+    for k in range(settings.wounds_per_identity):
+        paths = sample_paths(settings, i, k)
+        if (root / paths["landmarks"]).exists():
+            continue
+        kind = wound_type_of(settings, i, k)
+        rng = np.random.default_rng([settings.seed, i, k + 1])
+        wound = make_wound(complete, model.faces, model, kind, rng, **settings.wound_params)
+        write_mesh(root / paths["label"], complete, model.faces)
+        write_mesh(root / paths["imperfect"], wound.vertices_mm, model.faces)
+        atomic_write_bytes(
+            root / paths["wound"],
+            npz_bytes({"mask": wound.mask, "depth_mm": wound.depth_mm, "wound_type": np.array(kind), "code": code}),
+        )
+        images = render_grey(wound.vertices_mm, model.faces, camera, np.asarray(settings.lights))
+        for image, path in zip(images, paths["images"]):
+            atomic_write_bytes(root / path, png_bytes(image))
+        points_px = camera.project(model.landmarks.positions(wound.vertices_mm, names)).astype(np.float32)
+        atomic_write_bytes(
+            root / paths["landmarks"],
+            npz_bytes({"points_px": np.repeat(points_px[None], len(images), axis=0), "names": np.array(names)}),
+        )
+        written += 1
+    return written
+
+
+# --- contact sheet ------------------------------------------------------------------------------------
+def write_contact_sheet(root: Path, manifest: dict, n_samples: int = 8) -> Path:
+    """``contact_sheet.png``: rows = the first samples, columns = their renders + light 0 with the wound in red."""
+    from faceregen.rendering import Camera
+
+    camera = Camera.from_dict(manifest["camera"])
+    rows = []
+    for entry in manifest["samples"][:n_samples]:
+        renders = [np.asarray(Image.open(root / p).convert("RGB")) for p in entry["images"]]
+        overlay = Image.fromarray(renders[0].copy())
+        vertices, _ = read_mesh(root / entry["imperfect"])
+        with np.load(root / entry["wound"]) as wound:
+            mask = wound["mask"]
+        draw = ImageDraw.Draw(overlay)
+        radius = max(1.0, camera.resolution / 128)
+        for u, v in camera.project(vertices[mask]):
+            draw.ellipse((u - radius, v - radius, u + radius, v + radius), fill=(255, 40, 40))
+        draw.text((3, 2), f"{entry['sample']} {entry['wound_type']}", fill=(255, 255, 0))
+        rows.append(np.concatenate(renders + [np.asarray(overlay)], axis=1))
+    path = root / "contact_sheet.png"
+    atomic_write_bytes(path, png_bytes(np.concatenate(rows, axis=0)))
+    return path
+
+
+# --- the dataset --------------------------------------------------------------------------------------
+def _remove_stale_temporaries(root: Path) -> None:
+    """Delete temporary files (``.<stem>.<random>.tmp<suffix>``) that a killed run left behind."""
+    for sub in ("data2D", "label", "imperfect", "wound", "."):
+        pattern = ".*.tmp*" if sub == "." else "**/.*.tmp*"
+        for tmp in (root / sub).glob(pattern):
+            if tmp.is_file():
+                tmp.unlink()
+
+
+def _check_resume(root: Path, params: dict) -> bool:
+    """True when ``root`` already holds the finished dataset for ``params``; error if it holds another."""
+    for name in ("manifest.json", PENDING_PARAMS_NAME):
+        path = root / name
+        if path.exists():
+            found = json.loads(path.read_text())
+            differ = sorted(key for key in params if found.get(key) != params[key])
+            found_generator = found.get("generator", {})
+            differ += sorted(f"generator.{k}" for k, v in params["generator"].items() if found_generator.get(k) != v)
+            if differ:
+                raise ValueError(
+                    f"{path}: {root} holds a dataset generated with other parameters (differing: {', '.join(differ)}); "
+                    "choose another root or delete it"
+                )
+            return name == "manifest.json"
+    return False
+
+
+def generate_dataset(
+    root: str | Path,
+    face_model: LinearFaceModel,
+    n_identities: int = 300,
+    wounds_per_identity: int = 3,
+    wound_types: Sequence[str] = WOUND_TYPES,
+    lights: Sequence[Sequence[float]] | None = None,
+    resolution: int = 256,
+    seed: int = 0,
+    workers: int = 2,
+    code_scale: float = 1.0,
+    fov_deg: float = 25.0,
+    frame_margin: float = 1.4,
+    group: str = "synthetic",
+    contact_sheet_samples: int = 8,
+    **wound_params,
+) -> Path:
+    """Generate (or finish) the synthetic dataset under ``root``; returns the manifest's path.
+
+    ``lights``: directions toward the lights, default :data:`faceregen.rendering.DEFAULT_LIGHT_DIRS`.
+    ``contact_sheet_samples``: rows of ``contact_sheet.png`` (0: none).
+    ``wound_params``: keyword arguments of :func:`faceregen.synthetic.wounds.make_wound`
+    (``depth_range_mm``, ``scar_radius_range_mm``, ...). ``workers`` processes (spawned, each with its own
+    VTK window) share the identities; ``workers=1`` runs in this process.
+    """
+    from faceregen.rendering import DEFAULT_LIGHT_DIRS
+
+    if workers < 1:
+        raise ValueError(f"workers={workers}: expected >= 1")
+    settings = GeneratorSettings(
+        n_identities=n_identities,
+        wounds_per_identity=wounds_per_identity,
+        wound_types=tuple(wound_types),
+        lights=tuple(tuple(float(c) for c in d) for d in (DEFAULT_LIGHT_DIRS if lights is None else lights)),
+        resolution=resolution,
+        fov_deg=fov_deg,
+        frame_margin=frame_margin,
+        seed=seed,
+        code_scale=code_scale,
+        group=group,
+        wound_params=dict(wound_params),
+    )
+    root = Path(root)
+    camera = dataset_camera(face_model, settings)
+    params = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "face_model": {
+            "name": face_model.name,
+            "n_vertices": face_model.n_vertices,
+            "n_components": face_model.n_components,
+        },
+        "generator": settings.to_dict(),
+        "lights": [list(d) for d in settings.lights],
+        "camera": camera.to_dict(),
+    }
+    manifest_path = root / "manifest.json"
+    if _check_resume(root, params):
+        return manifest_path
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / PENDING_PARAMS_NAME, json.dumps(params, indent=1))
+    _remove_stale_temporaries(root)
+
+    done = {
+        (i, k)
+        for i in range(n_identities)
+        for k in range(wounds_per_identity)
+        if (root / sample_paths(settings, i, k)["landmarks"]).exists()
+    }
+    pending = [i for i in range(n_identities) if any((i, k) not in done for k in range(wounds_per_identity))]
+    with tqdm(total=n_identities * wounds_per_identity, initial=len(done), desc="samples", unit="sample") as progress:
+        if workers == 1:
+            _init_worker(face_model, settings, str(root))
+            for i in pending:
+                progress.update(_generate_identity(i))
+        else:
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(workers, initializer=_init_worker, initargs=(face_model, settings, str(root))) as pool:
+                for written in pool.imap_unordered(_generate_identity, pending):
+                    progress.update(written)
+
+    manifest = {
+        **params,
+        "samples": sorted(
+            (manifest_entry(settings, i, k) for i in range(n_identities) for k in range(wounds_per_identity)),
+            key=lambda entry: entry["sample"],
+        ),
+    }
+    if contact_sheet_samples > 0:
+        write_contact_sheet(root, manifest, contact_sheet_samples)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+    (root / PENDING_PARAMS_NAME).unlink()
+    return manifest_path

@@ -1,0 +1,202 @@
+"""The synthetic Cir3D-FaIR generator: layout and manifest, contents, determinism, resume after a kill."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_wounds import toy_face_model
+
+from faceregen.face_model.linear import FIVE_POINT_NAMES
+from faceregen.mesh_io import read_mesh, write_mesh
+from faceregen.rendering import DEFAULT_LIGHT_DIRS
+from faceregen.synthetic import WOUND_TYPES, generate_dataset
+from faceregen.synthetic.generator import PENDING_PARAMS_NAME, identity_code
+
+PARAMS = {
+    "n_identities": 3,
+    "wounds_per_identity": 3,
+    "lights": DEFAULT_LIGHT_DIRS[:2],
+    "resolution": 64,
+    "seed": 5,
+}
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return toy_face_model(subdivisions=4)
+
+
+@pytest.fixture(scope="module")
+def dataset(model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    manifest_path = generate_dataset(root, model, workers=1, **PARAMS)
+    return root, json.loads(manifest_path.read_text()), tree_bytes(root)
+
+
+def test_manifest_schema_and_layout(dataset, model):
+    root, manifest, files = dataset
+    assert manifest["format"] == "faceregen-cir3dfair" and isinstance(manifest["version"], int)
+    assert manifest["face_model"] == {"name": model.name, "n_vertices": model.n_vertices, "n_components": 6}
+    assert manifest["generator"]["seed"] == 5 and manifest["generator"]["n_identities"] == 3
+    assert manifest["lights"] == [list(d) for d in PARAMS["lights"]]
+    assert manifest["camera"]["resolution"] == 64
+    samples = manifest["samples"]
+    assert [s["sample"] for s in samples] == [f"CTM0000{i}_{k}" for i in (1, 2, 3) for k in (0, 1, 2)]
+    assert {s["wound_type"] for s in samples} == set(WOUND_TYPES)  # 9 samples cycle through all 7 types
+    listed = {"manifest.json", "contact_sheet.png"}
+    for s in samples:
+        assert s["identity"] == s["sample"][:8] and s["group"] == "synthetic"
+        assert s["images"] == [f"data2D/synthetic/{s['sample']}/{s['sample']}_{k}.png" for k in (0, 1)]
+        assert s["label"] == f"label/synthetic/{s['sample']}.obj"
+        listed |= {*s["images"], s["landmarks"], s["label"], s["imperfect"], s["wound"]}
+    assert set(files) == listed, "exactly the listed files, no leftovers"
+    assert not (root / PENDING_PARAMS_NAME).exists()
+
+
+def test_sample_contents(dataset, model):
+    root, manifest, _ = dataset
+    for s in manifest["samples"]:
+        label, faces = read_mesh(root / s["label"])
+        imperfect, imperfect_faces = read_mesh(root / s["imperfect"])
+        np.testing.assert_array_equal(faces, model.faces)
+        np.testing.assert_array_equal(imperfect_faces, model.faces)
+        with np.load(root / s["wound"]) as wound:
+            assert str(wound["wound_type"]) == s["wound_type"]
+            assert wound["mask"].dtype == bool and wound["depth_mm"].dtype == np.float32
+            np.testing.assert_array_equal(wound["code"], identity_code(5, int(s["identity"][3:]) - 1, 6))
+            np.testing.assert_array_equal(label, model.vertices_mm(wound["code"]))
+            np.testing.assert_array_equal(wound["mask"], np.any(label != imperfect, axis=1))
+            np.testing.assert_allclose(np.linalg.norm(label - imperfect, axis=1), wound["depth_mm"], atol=1e-4)
+        with np.load(root / s["landmarks"]) as landmarks:
+            points, names = landmarks["points_px"], tuple(str(n) for n in landmarks["names"])
+        assert names[:5] == FIVE_POINT_NAMES
+        assert points.shape == (2, len(names), 2) and points.dtype == np.float32
+        assert np.all((points > 0) & (points < 64)), "landmarks must land in the image"
+        for image_path in s["images"]:
+            image = np.asarray(Image.open(root / image_path))
+            assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        # the nose tip is bright under the frontal lights, the image corners are background
+        u, v = points[0, 2].astype(int)
+        assert image[v, u].mean() > 40 and image[0, 0].sum() == 0
+
+
+def test_identities_differ_variants_share_the_head(dataset):
+    root, manifest, files = dataset
+    labels = {s["sample"]: files[s["label"]] for s in manifest["samples"]}
+    assert labels["CTM00001_0"] == labels["CTM00001_1"] == labels["CTM00001_2"]
+    assert labels["CTM00001_0"] != labels["CTM00002_0"]
+    assert files["imperfect/synthetic/CTM00001_0.obj"] != files["imperfect/synthetic/CTM00001_1.obj"]
+
+
+def test_two_workers_give_the_same_bytes(dataset, model, tmp_path):
+    _, _, reference = dataset
+    generate_dataset(tmp_path, model, workers=2, **PARAMS)
+    assert tree_bytes(tmp_path) == reference
+
+
+def test_resume_finishes_an_interrupted_run_with_the_same_bytes(dataset, model, tmp_path):
+    root, manifest, reference = dataset
+    shutil.copytree(root, tmp_path, dirs_exist_ok=True)
+    # what a killed run leaves: no manifest, some samples without landmarks, a temporary file, the params
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "contact_sheet.png").unlink()
+    for s in manifest["samples"][4:]:
+        (tmp_path / s["landmarks"]).unlink()
+        (tmp_path / s["images"][1]).write_bytes(b"garbage from another run")
+    (tmp_path / "data2D/synthetic/CTM00002_1/.CTM00002_1_0.abc123.tmp.png").write_bytes(b"partial")
+    pending = json.loads((root / "manifest.json").read_text())
+    pending.pop("samples")
+    (tmp_path / PENDING_PARAMS_NAME).write_text(json.dumps(pending))
+    generate_dataset(tmp_path, model, workers=1, **PARAMS)
+    assert tree_bytes(tmp_path) == reference
+
+
+def test_other_parameters_on_an_existing_root_are_refused(dataset, model):
+    root, _, reference = dataset
+    assert generate_dataset(root, model, workers=1, **PARAMS) == root / "manifest.json"  # finished: no-op
+    with pytest.raises(ValueError, match="differing: .*generator.seed"):
+        generate_dataset(root, model, workers=1, **{**PARAMS, "seed": 6})
+    assert tree_bytes(root) == reference
+
+
+def test_resume_after_kill_9(dataset, tmp_path):
+    _, _, reference = dataset
+    tests_dir, repo = Path(__file__).parent, Path(__file__).parents[1]
+    script = (
+        f"import sys; sys.path[:0] = [{str(tests_dir)!r}, {str(repo)!r}]\n"
+        "from test_wounds import toy_face_model\n"
+        "from faceregen.synthetic import generate_dataset\n"
+        f"generate_dataset({str(tmp_path)!r}, toy_face_model(subdivisions=4), workers=1, **{PARAMS!r})\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    first_sample = tmp_path / "data2D/synthetic/CTM00001_0/landmarks.npz"
+    deadline = time.monotonic() + 60.0
+    while not first_sample.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert first_sample.exists() and not (tmp_path / "manifest.json").exists(), "the run was not interrupted midway"
+    generate_dataset(tmp_path, toy_face_model(subdivisions=4), workers=1, **PARAMS)
+    assert tree_bytes(tmp_path) == reference
+
+
+def test_another_seed_gives_other_heads(model, tmp_path):
+    generate_dataset(tmp_path, model, workers=1, **{**PARAMS, "n_identities": 1, "wounds_per_identity": 1, "seed": 6})
+    label, _ = read_mesh(tmp_path / "label/synthetic/CTM00001_0.obj")
+    assert not np.allclose(label, model.vertices_mm(identity_code(5, 0, 6)))
+    np.testing.assert_array_equal(label, model.vertices_mm(identity_code(6, 0, 6)))
+
+
+@pytest.mark.parametrize("suffix", [".obj", ".ply"])
+def test_mesh_files_round_trip_exactly(model, tmp_path, suffix):
+    vertices = model.vertices_mm(np.array([0.3, -1.2, 0.5, 0.0, 2.0, -0.1])) * np.float32(1.0 / 3.0)
+    path = write_mesh(tmp_path / f"head{suffix}", vertices, model.faces)
+    read_vertices, read_faces = read_mesh(path)
+    np.testing.assert_array_equal(read_vertices, vertices)  # float32 exactly, order kept
+    np.testing.assert_array_equal(read_faces, model.faces)
+    assert write_mesh(tmp_path / f"again{suffix}", vertices, model.faces).read_bytes() == path.read_bytes()
+
+
+def test_mesh_file_errors_name_the_file(model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.obj"):
+        read_mesh(tmp_path / "missing.obj")
+    with pytest.raises(ValueError, match="unsupported mesh format"):
+        write_mesh(tmp_path / "head.stl", model.mean_mm, model.faces)
+    with pytest.raises(ValueError, match="face indices"):
+        write_mesh(tmp_path / "head.obj", model.mean_mm[:10], model.faces)
+    (tmp_path / "empty.obj").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="empty.obj"):
+        read_mesh(tmp_path / "empty.obj")
+
+
+def test_generate_config_fits_generate_dataset():
+    import inspect
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from faceregen.synthetic.wounds import make_wound
+
+    with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
+        cfg = compose(config_name="generate")
+    generator = OmegaConf.to_container(cfg.generator, resolve=False)
+    assert cfg.face_model._target_ == "faceregen.face_model.anny_source.anny_face_model"
+    assert generator["root"] == "${paths.data_dir}/synthetic_cir3dfair"
+    assert (generator["n_identities"], generator["wounds_per_identity"], generator["resolution"]) == (300, 3, 256)
+    assert generator["lights"] == [list(d) for d in DEFAULT_LIGHT_DIRS] and generator["workers"] == 2
+    named = set(inspect.signature(generate_dataset).parameters) - {"face_model", "wound_params"}
+    wound_keywords = set(inspect.signature(make_wound).parameters) - {"vertices_mm", "faces", "model", "kind", "rng"}
+    assert named <= set(generator)  # every generate_dataset argument is visible in the config
+    assert set(generator) - named == wound_keywords  # the rest are exactly make_wound's keywords
