@@ -188,6 +188,7 @@ class SwAVModule(pl.LightningModule):
             return [self.prototypes(z) for z in queued]
 
     def split_views(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(high-resolution views, low-resolution views); the former must be at the encoder's input size."""
         n_high = self.hparams.n_high_resolution_crops
         size = self.identity_encoder.input_size
         if len(views) < n_high or any(v.shape[-2:] != (size, size) for v in views[:n_high]):
