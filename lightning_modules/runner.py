@@ -26,10 +26,15 @@ def prepare_data_and_model(cfg: DictConfig, **model_overrides) -> tuple[pl.Light
     """
     face_model = hydra.utils.instantiate(cfg.face_model)
     if cfg.get("generator"):
-        hydra.utils.instantiate(cfg.generator, face_model=face_model)  # resumable: a no-op when complete
-    model = hydra.utils.instantiate(cfg.model, face_model=face_model, **model_overrides)
-    datamodule = hydra.utils.instantiate(cfg.data, face_model=face_model, alignment=model.identity_encoder.alignment)
+        with_face_model(cfg.generator)(face_model=face_model)  # resumable: quick when complete
+    model = with_face_model(cfg.model)(face_model=face_model, **model_overrides)
+    datamodule = with_face_model(cfg.data)(face_model=face_model, alignment=model.identity_encoder.alignment)
     return datamodule, model
+
+
+def with_face_model(cfg: DictConfig):
+    """``cfg`` as a partial with plain containers (objects such as the face model cannot be merged into a config)."""
+    return hydra.utils.instantiate(cfg, _partial_=True, _convert_="all")
 
 
 def run(cfg: DictConfig) -> float | None:
