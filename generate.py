@@ -1,15 +1,13 @@
 """Generate the synthetic Cir3D-FaIR dataset: `python generate.py` (Hydra; see conf/generate.yaml)."""
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    from faceregen.synthetic import generate_dataset
-
     face_model = hydra.utils.instantiate(cfg.face_model)
-    manifest = generate_dataset(face_model=face_model, **OmegaConf.to_container(cfg.generator, resolve=True))
+    manifest = hydra.utils.instantiate(cfg.generator, _partial_=True, _convert_="all")(face_model=face_model)
     print(f"dataset manifest: {manifest}")
 
 

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from datamodules.cir3dfair import Cir3DFaIRDataModule  # noqa: E402
-from tests.test_datamodule import small_face_model, write_cir3dfair_folder  # noqa: E402
+from tests.face_models import toy_face_model
+from tests.test_datamodule import write_cir3dfair_folder  # noqa: E402
 
 
 def dataset_folder() -> tuple[Path, object]:
@@ -33,7 +34,7 @@ def dataset_folder() -> tuple[Path, object]:
     if (generated / "manifest.json").is_file():
         n_vertices = json.loads((generated / "manifest.json").read_text())["face_model"]["n_vertices"]
         return generated, SimpleNamespace(n_vertices=n_vertices)
-    face_model = small_face_model(subdivisions=4)
+    face_model = toy_face_model(subdivisions=4)
     placeholder = ROOT / "cache" / "bench" / "cir3dfair_placeholder"
     if not (placeholder / "manifest.json").is_file():
         print(f"writing the placeholder dataset to {placeholder} (once) ...", flush=True)

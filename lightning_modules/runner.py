@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+
+from lightning_modules.base_stage import EMBEDDED, ensure_base_checkpoint
+from lightning_modules.ssl_stage import ensure_ssl_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +29,16 @@ def prepare_data_and_model(cfg: DictConfig, **model_overrides) -> tuple[pl.Light
     both check vertex counts against the same face model.
     """
     face_model = hydra.utils.instantiate(cfg.face_model)
-    if cfg.get("generator"):
-        with_face_model(cfg.generator)(face_model=face_model)  # resumable: quick when complete
+    ensure_dataset(cfg, face_model)
     model = with_face_model(cfg.model)(face_model=face_model, **model_overrides)
     datamodule = with_face_model(cfg.data)(face_model=face_model, alignment=model.identity_encoder.alignment)
     return datamodule, model
+
+
+def ensure_dataset(cfg: DictConfig, face_model) -> None:
+    """Generate the synthetic dataset when ``cfg.generator`` is set (resumable: quick when complete)."""
+    if cfg.get("generator"):
+        with_face_model(cfg.generator)(face_model=face_model)
 
 
 def with_face_model(cfg: DictConfig):
@@ -44,14 +53,30 @@ def run(cfg: DictConfig) -> float | None:
     sweepers can optimise it.
     """
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule, model = prepare_data_and_model(cfg)
+    overrides = {}
+    start = cfg.model.get("base_checkpoint")
+    if start == EMBEDDED:
+        start = ensure_base_checkpoint(cfg)
+    if cfg.get("ssl_stage"):
+        if not start:
+            raise ValueError("ssl_stage needs a base_checkpoint to start SwAV from (embedded or a mica.tar)")
+        start = ensure_ssl_checkpoint(cfg, Path(start))
+    if start:
+        overrides["base_checkpoint"] = str(start)
+        pl.seed_everything(cfg.seed, workers=True)  # the run does not depend on the earlier stages' draws
+    datamodule, model = prepare_data_and_model(cfg, **overrides)
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
     )
+    score = None
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        score = trainer.callback_metrics.get("val/mean_distance_mm")
+        if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None:
+            score = trainer.checkpoint_callback.best_model_score
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if cfg.train and trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
-    metric = trainer.callback_metrics.get("val/mean_distance_mm" if cfg.train else "test/mean_distance_mm")
-    return None if metric is None else float(metric)
+        if not cfg.train:
+            score = trainer.callback_metrics.get("test/mean_distance_mm")
+    return None if score is None else float(score)

@@ -12,7 +12,7 @@ os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
 
 
 @pytest.fixture(scope="session")
-def ellipsoid_model():
-    from face_models import ellipsoid_face_model
+def toy_model():
+    from face_models import toy_face_model
 
-    return ellipsoid_face_model()
+    return toy_face_model(subdivisions=3)

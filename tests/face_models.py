@@ -1,4 +1,4 @@
-"""A small closed face-like LinearFaceModel for tests (no Anny, no FLAME): an ellipsoid head."""
+"""The stand-in face model for tests (no Anny, no FLAME): an ellipsoid head with a nose bump."""
 
 from __future__ import annotations
 
@@ -7,55 +7,55 @@ import trimesh
 
 from faceregen.face_model.linear import FIVE_POINT_NAMES, REGION_NAMES, Landmarks, LinearFaceModel
 
+TOY_LANDMARKS_XY_MM = {
+    "right_eye": (-32.0, 25.0),
+    "left_eye": (32.0, 25.0),
+    "nose_tip": (0.0, -5.0),
+    "right_mouth_corner": (-24.0, -42.0),
+    "left_mouth_corner": (24.0, -42.0),
+}
 
-def ellipsoid_face_model(n_components: int = 8, subdivisions: int = 3, seed: int = 0) -> LinearFaceModel:
-    """An ellipsoid 'head' (mm, face toward +z) with a smooth random basis, landmarks and regions.
 
-    Regions are geometric: face = front (z > 0.3 r), eyeballs = two small front patches, ears = the
-    sides, etc. Good enough for code paths that only need the interface.
+def toy_face_model(subdivisions: int = 4) -> LinearFaceModel:
+    """A small stand-in face model: an ellipsoid head (radii 75 x 100 x 90 mm) with a nose bump.
+
+    Landmarks are the front vertices nearest to fixed (x, y) positions; regions are simple boxes and balls;
+    the basis has axis scalings, a nose-size mode and two smooth random modes (a few mm each).
     """
-    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
-    radii_mm = np.array([75.0, 100.0, 90.0])
-    mean = (sphere.vertices * radii_mm).astype(np.float32)
-    unit = sphere.vertices
-    rng = np.random.default_rng(seed)
-    # smooth deformation fields: low-order polynomials of the unit direction, a few mm each
-    features = np.stack([unit[:, 0], unit[:, 1], unit[:, 2], unit[:, 0] * unit[:, 1], unit[:, 1] ** 2, unit[:, 2] ** 2], 1)
-    basis = np.einsum("vf,fck->vck", features, rng.normal(0, 2.0, (features.shape[1], 3, n_components))).astype(np.float32)
-    x, y, z = unit.T
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions, radius=1.0)
+    unit = np.asarray(sphere.vertices)
+    mean = unit * np.array([75.0, 100.0, 90.0])
+    nose_bump = np.exp(-((mean[:, 0] / 12.0) ** 2 + ((mean[:, 1] + 5.0) / 22.0) ** 2)) * (mean[:, 2] > 0)
+    mean[:, 2] += 28.0 * nose_bump
+    front = np.flatnonzero(mean[:, 2] > 0)
+    indices = np.array(
+        [[front[np.argmin(np.linalg.norm(mean[front, :2] - TOY_LANDMARKS_XY_MM[n], axis=1))]] for n in FIVE_POINT_NAMES]
+    )
+    landmarks = Landmarks(FIVE_POINT_NAMES, indices.astype(np.int64), np.ones((5, 1), np.float32))
 
-    def idx(mask: np.ndarray) -> np.ndarray:
-        return np.flatnonzero(mask).astype(np.int64)
+    def ball(name: str, radius_mm: float) -> np.ndarray:
+        centre = mean[indices[FIVE_POINT_NAMES.index(name), 0]]
+        return np.flatnonzero(np.linalg.norm(mean - centre, axis=1) < radius_mm)
 
-    eye = lambda sx: (np.hypot(x - sx * 0.35, y - 0.3) < 0.12) & (z > 0)  # noqa: E731
+    x, y, z = mean.T
     regions = {name: np.zeros(0, np.int64) for name in REGION_NAMES}
-    regions.update(
-        face=idx((z > 0.3) & ~eye(1) & ~eye(-1)),
-        left_eyeball=idx(eye(1)),
-        right_eyeball=idx(eye(-1)),
-        left_ear=idx(x > 0.9),
-        right_ear=idx(x < -0.9),
-        nose=idx((np.hypot(x, y + 0.05) < 0.15) & (z > 0)),
-        lips=idx((np.hypot(x, y + 0.45) < 0.2) & (z > 0)),
-        forehead=idx((y > 0.55) & (z > 0.3)),
-        scalp=idx(y > 0.8),
-        neck=idx(y < -0.9),
-        eye_region=idx((np.abs(y - 0.3) < 0.2) & (z > 0.3)),
+    regions["face"] = np.flatnonzero((z > 35.0) & (y < 75.0) & (y > -90.0))
+    regions["forehead"] = np.flatnonzero((z > 35.0) & (y >= 45.0) & (y < 75.0))
+    regions["nose"] = ball("nose_tip", 22.0)
+    regions["lips"] = np.flatnonzero((z > 35.0) & (np.abs(y + 42.0) < 8.0) & (np.abs(x) < 26.0))
+    regions["eye_region"] = np.union1d(ball("right_eye", 12.0), ball("left_eye", 12.0))
+    regions["scalp"] = np.flatnonzero(y > 75.0)
+    regions["neck"] = np.flatnonzero(y < -90.0)
+    rng = np.random.default_rng(0)
+    columns = [mean * scale for scale in np.eye(3) * 0.04] + [np.stack([0 * x, 0 * y, 6.0 * nose_bump], axis=1)]
+    for _ in range(2):
+        frequency = rng.normal(size=3) / 60.0
+        columns.append(3.0 * np.sin(mean @ frequency + rng.uniform(0, 6))[:, None] * unit)
+    return LinearFaceModel(
+        name=f"toy-ellipsoid-{subdivisions}",
+        mean_mm=mean.astype(np.float32),
+        basis_mm=np.stack(columns, axis=-1).astype(np.float32),
+        faces=np.asarray(sphere.faces, np.int64),
+        landmarks=landmarks,
+        regions={k: np.asarray(v, np.int64) for k, v in regions.items()},
     )
-
-    def nearest(direction) -> int:
-        return int(np.argmax(unit @ (np.asarray(direction) / np.linalg.norm(direction))))
-
-    points = {
-        "right_eye": nearest([-0.35, 0.3, 0.88]),
-        "left_eye": nearest([0.35, 0.3, 0.88]),
-        "nose_tip": nearest([0.0, 0.0, 1.0]),
-        "right_mouth_corner": nearest([-0.25, -0.45, 0.86]),
-        "left_mouth_corner": nearest([0.25, -0.45, 0.86]),
-    }
-    landmarks = Landmarks(
-        FIVE_POINT_NAMES,
-        np.array([[points[n]] for n in FIVE_POINT_NAMES], np.int64),
-        np.ones((5, 1), np.float32),
-    )
-    return LinearFaceModel("test-ellipsoid", mean, basis, np.asarray(sphere.faces, np.int64), landmarks, regions)

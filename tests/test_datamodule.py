@@ -11,37 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import trimesh
 from PIL import Image
 
 import datamodules.cir3dfair as cir3dfair
 from datamodules.cir3dfair import Cir3DFaIRDataModule, find_samples
 from datamodules.splits import load_or_create_split, split_counts, split_identities, ssl_identities
 from faceregen.alignment import align_face, get_template
+from face_models import toy_face_model
 from faceregen.face_model.linear import FIVE_POINT_NAMES, REGION_NAMES, Landmarks, LinearFaceModel
 from faceregen.io import atomic_path, atomic_write_bytes, atomic_write_text
 from faceregen.mesh_io import read_mesh
 
 
 # --- a face model and a data folder in the contract's layout --------------------------------------
-def small_face_model(subdivisions: int = 2, n_components: int = 4, seed: int = 0) -> LinearFaceModel:
-    """An ellipsoid 'head' (162 vertices at subdivision 2) in mm with a random basis."""
-    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
-    mean = (sphere.vertices * [75.0, 100.0, 90.0]).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    landmark_vertices = np.argsort(-mean[:, 2])[: len(FIVE_POINT_NAMES)]
-    return LinearFaceModel(
-        name="test-ellipsoid",
-        mean_mm=mean,
-        basis_mm=rng.normal(0, 2.0, size=(len(mean), 3, n_components)).astype(np.float32),
-        faces=np.asarray(sphere.faces, dtype=np.int64),
-        landmarks=Landmarks(FIVE_POINT_NAMES, landmark_vertices[:, None].astype(np.int64),
-                            np.ones((len(FIVE_POINT_NAMES), 1), dtype=np.float32)),
-        regions={name: np.arange(i, len(mean), len(REGION_NAMES), dtype=np.int64)
-                 for i, name in enumerate(REGION_NAMES)},
-    )
-
-
 def write_png(path: Path, image: np.ndarray) -> None:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
@@ -112,7 +94,7 @@ def write_cir3dfair_folder(
 
 @pytest.fixture(scope="module")
 def face_model() -> LinearFaceModel:
-    return small_face_model()
+    return toy_face_model(subdivisions=2)
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +315,7 @@ def bad_root(tmp_path, data_root, face_model):
     samples = find_samples(root)
     samples[0].images[0].unlink()
     atomic_write_bytes(samples[1].images[1], b"\x89PNG\r\n\x1a\n not really a png")
-    smaller = small_face_model(subdivisions=1)
+    smaller = toy_face_model(subdivisions=1)
     write_obj(samples[2].label, smaller.mean_mm, smaller.faces)
     return root, samples
 
@@ -365,8 +347,8 @@ def test_on_error_skip_drops_and_counts_bad_files(bad_root, face_model):
 
 
 def test_manifest_and_face_model_must_agree(data_root, face_model):
-    other = small_face_model(subdivisions=1)
-    with pytest.raises(ValueError, match="data made with face model 'test-ellipsoid' of 162 vertices; .* has 42"):
+    other = toy_face_model(subdivisions=1)
+    with pytest.raises(ValueError, match="data made with face model 'toy-ellipsoid-2' of 162 vertices; .* has 42"):
         make_datamodule(data_root, other).setup()
 
 
@@ -426,13 +408,9 @@ def test_hydra_config_instantiates_the_datamodule(data_root, face_model, tmp_pat
     from omegaconf import OmegaConf
 
     config = OmegaConf.load(Path(__file__).parents[1] / "conf" / "data" / "cir3dfair.yaml")
-    saved = face_model.save(tmp_path / "face_model.npz")
-    root = OmegaConf.create({
-        "paths": {"data_dir": str(tmp_path), "cache_dir": str(tmp_path / "cache")},
-        "face_model": {"_target_": "faceregen.face_model.linear.LinearFaceModel.load", "path": str(saved)},
-        "data": config,
-    })
-    dm = instantiate(root.data, root=str(data_root))
+    root = OmegaConf.create({"paths": {"data_dir": str(tmp_path), "cache_dir": str(tmp_path / "cache")}, "data": config})
+    # the runner passes the face model and the encoder's alignment (derived, not configured)
+    dm = instantiate(root.data, _partial_=True, root=str(data_root))(face_model=face_model, alignment="dlib_150")
     assert isinstance(dm, Cir3DFaIRDataModule) and dm.n_vertices == face_model.n_vertices
     assert (dm.alignment, dm.batch_size, dm.num_workers, dm.split_ratios) == ("dlib_150", 50, 2, (0.6, 0.2, 0.2))
     assert dm.cache_dir == tmp_path / "cache" / "cir3dfair"

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_wounds import toy_face_model
+from face_models import toy_face_model
 
+# imported before any render: loading torch's triton after a VTK render crashes the process
+from datamodules.cir3dfair import find_samples
 from faceregen.face_model.linear import FIVE_POINT_NAMES
 from faceregen.mesh_io import read_mesh, write_mesh
 from faceregen.rendering import DEFAULT_LIGHT_DIRS
@@ -136,7 +138,7 @@ def test_resume_after_kill_9(dataset, tmp_path):
     tests_dir, repo = Path(__file__).parent, Path(__file__).parents[1]
     script = (
         f"import sys; sys.path[:0] = [{str(tests_dir)!r}, {str(repo)!r}]\n"
-        "from test_wounds import toy_face_model\n"
+        "from face_models import toy_face_model\n"
         "from faceregen.synthetic import generate_dataset\n"
         f"generate_dataset({str(tmp_path)!r}, toy_face_model(subdivisions=4), workers=1, **{PARAMS!r})\n"
     )
@@ -192,6 +194,7 @@ def test_generate_config_fits_generate_dataset():
     with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
         cfg = compose(config_name="generate")
     generator = OmegaConf.to_container(cfg.generator, resolve=False)
+    assert generator.pop("_target_") == "faceregen.synthetic.generate_dataset"
     assert cfg.face_model._target_ == "faceregen.face_model.anny_source.anny_face_model"
     assert generator["root"] == "${paths.data_dir}/synthetic_cir3dfair"
     assert (generator["n_identities"], generator["wounds_per_identity"], generator["resolution"]) == (300, 3, 256)
@@ -200,3 +203,129 @@ def test_generate_config_fits_generate_dataset():
     wound_keywords = set(inspect.signature(make_wound).parameters) - {"vertices_mm", "faces", "model", "kind", "rng"}
     assert named <= set(generator)  # every generate_dataset argument is visible in the config
     assert set(generator) - named == wound_keywords  # the rest are exactly make_wound's keywords
+
+
+# --- complete faces for the base stage: no wound, identity prefix, pose and light jitter ------------------------
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def test_later_settings_at_their_defaults_give_the_same_bytes(dataset, model, tmp_path):
+    _, manifest, reference = dataset
+    defaults = {"identity_prefix": "CTM", "pose_jitter_deg": 0.0, "light_jitter": 0.0, "wound_types": WOUND_TYPES}
+    generate_dataset(tmp_path, model, workers=1, **PARAMS, **defaults)
+    assert tree_bytes(tmp_path) == reference
+    assert not {"identity_prefix", "pose_jitter_deg", "light_jitter"} & set(manifest["generator"])
+
+
+def test_complete_faces_with_a_prefix(model, tmp_path):
+    params = {**PARAMS, "n_identities": 2, "wounds_per_identity": 2, "wound_types": ["none"], "seed": 11}
+    manifest = json.loads(generate_dataset(tmp_path, model, workers=1, identity_prefix="BASE", **params).read_text())
+    assert manifest["generator"]["identity_prefix"] == "BASE" and manifest["generator"]["wound_types"] == ["none"]
+    assert [s["sample"] for s in manifest["samples"]] == ["BASE00001_0", "BASE00001_1", "BASE00002_0", "BASE00002_1"]
+    assert [s["identity"] for s in manifest["samples"]] == ["BASE00001"] * 2 + ["BASE00002"] * 2
+    for s in manifest["samples"]:
+        assert s["wound_type"] == "none" and s["label"] == f"label/synthetic/{s['sample']}.obj"
+        assert (tmp_path / s["imperfect"]).read_bytes() == (tmp_path / s["label"]).read_bytes()
+        wound = _npz(tmp_path / s["wound"])
+        assert not wound["mask"].any() and np.all(wound["depth_mm"] == 0.0)
+        np.testing.assert_array_equal(wound["code"], identity_code(11, int(s["identity"][4:]) - 1, 6))
+        assert set(_npz(tmp_path / s["landmarks"])) == {"points_px", "names"}  # no jitter: nothing else
+    # the datamodule takes the identities from the manifest (its CTM pattern is for folders without one)
+    assert [s.identity for s in find_samples(tmp_path)] == ["BASE00001"] * 2 + ["BASE00002"] * 2
+
+
+@pytest.fixture(scope="module")
+def jittered(model, tmp_path_factory):
+    """The reference dataset's settings with head pose and light jitter, each on its own."""
+    roots = {}
+    for name, jitter in {"pose": {"pose_jitter_deg": 12.0}, "light": {"light_jitter": 0.3}}.items():
+        roots[name] = tmp_path_factory.mktemp(f"jittered_{name}")
+        generate_dataset(roots[name], model, workers=1, **PARAMS, **jitter)
+    return roots
+
+
+def test_pose_jitter_moves_the_rendered_head_and_landmarks_not_the_meshes(dataset, jittered, model):
+    from scipy.spatial.transform import Rotation
+
+    from faceregen.rendering import Camera, render_grey
+
+    root, manifest, reference = dataset
+    posed_root = jittered["pose"]
+    files = tree_bytes(posed_root)
+    camera = Camera.from_dict(manifest["camera"])
+    poses = []
+    for s in manifest["samples"]:
+        for key in ("label", "imperfect", "wound"):
+            assert files[s[key]] == reference[s[key]], "the meshes stay in the face model's frame"
+        assert all(files[p] != reference[p] for p in s["images"])
+        landmarks, before = _npz(posed_root / s["landmarks"]), _npz(root / s["landmarks"])
+        pose_deg = landmarks["pose_deg"]
+        assert pose_deg.shape == (3,) and np.all(np.abs(pose_deg) <= 12.0)
+        poses.append(pose_deg)
+        # an independent rotation (scipy, extrinsic y then x then z) of the imperfect head about the label's centroid
+        label, _ = read_mesh(posed_root / s["label"])
+        imperfect, _ = read_mesh(posed_root / s["imperfect"])
+        centre = label.mean(axis=0, dtype=np.float64)
+        rotation = Rotation.from_euler("yxz", pose_deg.astype(np.float64), degrees=True).as_matrix()
+        posed = ((imperfect - centre) @ rotation.T + centre).astype(np.float32)
+        expected = camera.project(model.landmarks.positions(posed, landmarks["names"]))
+        np.testing.assert_allclose(landmarks["points_px"], np.broadcast_to(expected, (2, *expected.shape)), atol=1e-3)
+        assert np.abs(landmarks["points_px"] - before["points_px"]).max() > 1.0, "landmarks follow the pose"
+        images = np.stack([np.asarray(Image.open(posed_root / p)) for p in s["images"]])
+        rendered = render_grey(posed, model.faces, camera, np.asarray(PARAMS["lights"]))
+        assert np.abs(images.astype(int) - rendered).mean() < 0.05, "the images show the posed head"
+        u, v = landmarks["points_px"][0, 2].astype(int)  # the nose tip of the posed head is lit
+        assert images[0, v, u].mean() > 40
+    poses = np.stack(poses)
+    assert poses.std(axis=0).min() > 2.0, "every angle varies over the samples"
+    assert (posed_root / "contact_sheet.png").read_bytes() != reference["contact_sheet.png"]
+
+
+def test_light_jitter_changes_only_the_images(dataset, jittered, model):
+    from faceregen.rendering import Camera, render_grey
+
+    root, manifest, reference = dataset
+    lit_root = jittered["light"]
+    files = tree_bytes(lit_root)
+    camera = Camera.from_dict(manifest["camera"])
+    nominal = np.asarray(PARAMS["lights"]) / np.linalg.norm(PARAMS["lights"], axis=1, keepdims=True)
+    angles = []
+    for s in manifest["samples"]:
+        for key in ("label", "imperfect", "wound"):
+            assert files[s[key]] == reference[s[key]]
+        assert all(files[p] != reference[p] for p in s["images"])
+        landmarks, before = _npz(lit_root / s["landmarks"]), _npz(root / s["landmarks"])
+        np.testing.assert_array_equal(landmarks["points_px"], before["points_px"])
+        light_dirs = landmarks["light_dirs"]
+        assert light_dirs.shape == (2, 3) and np.all(light_dirs[:, 2] >= 0.0)
+        np.testing.assert_allclose(np.linalg.norm(light_dirs, axis=1), 1.0, atol=1e-6)
+        angles += list(np.degrees(np.arccos(np.clip((light_dirs * nominal).sum(axis=1), -1.0, 1.0))))
+        imperfect, _ = read_mesh(lit_root / s["imperfect"])
+        images = np.stack([np.asarray(Image.open(lit_root / p)) for p in s["images"]])
+        np.testing.assert_array_equal(images, render_grey(imperfect, model.faces, camera, light_dirs))
+    # N(0, 0.3^2) per component: the directions turn by ~0.3 * sqrt(2) rad ~ 24 degrees on average
+    assert 8.0 < np.mean(angles) < 40.0 and min(angles) > 0.0
+
+
+def test_jittered_roots_refuse_other_jitter(dataset, jittered, model):
+    root, _, _ = dataset
+    with pytest.raises(ValueError, match="differing: .*generator.pose_jitter_deg"):
+        generate_dataset(jittered["pose"], model, workers=1, **PARAMS)  # a later setting back at its default
+    with pytest.raises(ValueError, match="differing: .*generator.light_jitter"):
+        generate_dataset(root, model, workers=1, **PARAMS, light_jitter=0.1)
+
+
+def test_bad_later_settings_are_clear_errors(model, tmp_path):
+    for bad, match in [
+        ({"identity_prefix": "CT_M"}, "identity_prefix"),
+        ({"identity_prefix": ""}, "identity_prefix"),
+        ({"pose_jitter_deg": -1.0}, "pose_jitter_deg"),
+        ({"pose_jitter_deg": 90.0}, "pose_jitter_deg"),
+        ({"light_jitter": -0.1}, "light_jitter"),
+        ({"wound_types": ["none", "burn"]}, "wound_types"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            generate_dataset(tmp_path, model, workers=1, **{**PARAMS, **bad})
+    assert not any(tmp_path.iterdir()), "nothing written for bad settings"

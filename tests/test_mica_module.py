@@ -50,24 +50,24 @@ class FaceBatches(Dataset):
         }
 
 
-def test_shapes_and_units(ellipsoid_model):
-    module = make_module(ellipsoid_model).eval()
+def test_shapes_and_units(toy_model):
+    module = make_module(toy_model).eval()
     images = torch.zeros(2, 3, 150, 150, dtype=torch.uint8)
     with torch.no_grad():
         vertices = module(images)
         z = module.encode(images)
-    assert z.shape == (2, ellipsoid_model.n_components)
-    assert vertices.shape == (2, ellipsoid_model.n_vertices, 3)
+    assert z.shape == (2, toy_model.n_components)
+    assert vertices.shape == (2, toy_model.n_vertices, 3)
     # G(z) = B z + A exactly, in mm
-    expected = ellipsoid_model.vertices_mm(z.numpy())
+    expected = toy_model.vertices_mm(z.numpy())
     np.testing.assert_allclose(vertices.numpy(), expected, rtol=1e-4, atol=1e-3)
     # the decoder is frozen: no parameters, only buffers
     assert not list(module.face_model_decoder.parameters())
 
 
-def test_only_intended_parameters_train(ellipsoid_model):
-    module = make_module(ellipsoid_model, freeze="mica")
-    batch = next(iter(DataLoader(FaceBatches(ellipsoid_model, n=2), batch_size=2)))
+def test_only_intended_parameters_train(toy_model):
+    module = make_module(toy_model, freeze="mica")
+    batch = next(iter(DataLoader(FaceBatches(toy_model, n=2), batch_size=2)))
     module.train()
     loss = module.region_weighted_l1(module(batch["image"]), batch["vertices_mm"])
     loss.backward()
@@ -85,26 +85,26 @@ def test_only_intended_parameters_train(ellipsoid_model):
     assert optimised == {id(p) for p in module.parameters() if p.requires_grad}
 
 
-def test_region_weights_follow_mica_order(ellipsoid_model):
-    module = make_module(ellipsoid_model)
+def test_region_weights_follow_mica_order(toy_model):
+    module = make_module(toy_model)
     w = module.vertex_weights.numpy()
-    assert np.all(w[ellipsoid_model.regions["face"]] == 150.0)
-    assert np.all(w[ellipsoid_model.regions["left_eyeball"]] == np.float32(0.01))
-    untouched = np.ones(ellipsoid_model.n_vertices, bool)
+    assert np.all(w[toy_model.regions["face"]] == 150.0)
+    assert np.all(w[toy_model.regions["left_eyeball"]] == np.float32(0.01))
+    untouched = np.ones(toy_model.n_vertices, bool)
     for region in REGION_WEIGHTS:
-        untouched[ellipsoid_model.regions[region]] = False
+        untouched[toy_model.regions[region]] = False
     assert np.all(w[untouched] == 1.0)
 
 
-def test_overfit_small_batch_drives_loss_down(ellipsoid_model):
+def test_overfit_small_batch_drives_loss_down(toy_model):
     """Four distinct photos (shipped dlib weights, frozen) -> four face codes: L1 falls at least 10x."""
     from skimage import data, transform
 
     torch.manual_seed(0)
     photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
     images = np.stack([(transform.resize(p, (150, 150)) * 255).astype(np.uint8) for p in photos]).transpose(0, 3, 1, 2)
-    targets = next(iter(DataLoader(FaceBatches(ellipsoid_model, n=4), batch_size=4)))["vertices_mm"]
-    module = make_module(ellipsoid_model, freeze="all", pretrained="default", lr=3e-3)
+    targets = next(iter(DataLoader(FaceBatches(toy_model, n=4), batch_size=4)))["vertices_mm"]
+    module = make_module(toy_model, freeze="all", pretrained="default", lr=3e-3)
     optimizer = module.configure_optimizers()
     module.train()
     with torch.no_grad():  # the backbone is frozen: its features are computed once
@@ -119,8 +119,8 @@ def test_overfit_small_batch_drives_loss_down(ellipsoid_model):
     assert min(losses[-20:]) < losses[0] / 10
 
 
-def test_fit_logs_distances_and_resumes(ellipsoid_model, tmp_path):
-    data = DataLoader(FaceBatches(ellipsoid_model, n=4), batch_size=2)
+def test_fit_logs_distances_and_resumes(toy_model, tmp_path):
+    data = DataLoader(FaceBatches(toy_model, n=4), batch_size=2)
     checkpoints = tmp_path / "checkpoints"
 
     def trainer(max_epochs):
@@ -131,19 +131,19 @@ def test_fit_logs_distances_and_resumes(ellipsoid_model, tmp_path):
         )
 
     first = trainer(1)
-    first.fit(make_module(ellipsoid_model, freeze="all"), data, data)
+    first.fit(make_module(toy_model, freeze="all"), data, data)
     assert first.global_step == 2
     for name in ("val/mean_distance_mm", "val/wound_distance_mm", "val/intact_distance_mm"):
         assert float(first.callback_metrics[name]) > 0
-    resumed_module = make_module(ellipsoid_model, freeze="all")
+    resumed_module = make_module(toy_model, freeze="all")
     second = trainer(2)
     second.fit(resumed_module, data, data, ckpt_path=str(checkpoints / "last.ckpt"))
     assert second.global_step == 4  # continued from step 2, not from 0
 
 
-def test_wound_and_intact_distances_partition_the_face(ellipsoid_model):
-    module = make_module(ellipsoid_model).eval()
-    batch = next(iter(DataLoader(FaceBatches(ellipsoid_model, n=2), batch_size=2)))
+def test_wound_and_intact_distances_partition_the_face(toy_model):
+    module = make_module(toy_model).eval()
+    batch = next(iter(DataLoader(FaceBatches(toy_model, n=2), batch_size=2)))
     with torch.no_grad():
         module._evaluate(batch, "test")
     d = {name: float(module.distance[f"test_{name}"].compute()) for name in ("mean_distance_mm", "wound_distance_mm", "intact_distance_mm")}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from face_models import ellipsoid_face_model
+from face_models import toy_face_model
 from flame_fixture import synthetic_flame
 from faceregen.face_model.flame_source import flame_face_model
 from faceregen.postprocess import export_filling, extract_filling, printability_report, remove_eyeballs
@@ -49,7 +49,7 @@ def assert_closed_solid(mesh: trimesh.Trimesh) -> None:
 
 @pytest.fixture(scope="module")
 def head_model():
-    return ellipsoid_face_model(subdivisions=5)
+    return toy_face_model(subdivisions=5)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_filling_of_every_wound_type_is_closed_with_the_true_missing_volume(head
 
 
 def test_ragged_masks_are_grown_to_a_clean_border_and_stay_manifold():
-    model = ellipsoid_face_model(subdivisions=4)
+    model = toy_face_model(subdivisions=4)
     complete = model.mean_mm.astype(np.float64)
     normals = trimesh.Trimesh(complete, model.faces, process=False).vertex_normals
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import trimesh
-from test_wounds import toy_face_model
+from face_models import toy_face_model
 
 from faceregen.rendering import DEFAULT_LIGHT_DIRS, Camera, render_grey
 from faceregen.synthetic.wounds import make_wound

@@ -1,15 +1,32 @@
 """The synthetic Cir3D-FaIR dataset: random heads ``G(z)``, wounds carved into them, grey renders.
 
-For identity ``i`` (named ``CTM%05d`` of ``i + 1``): ``z ~ N(0, I) * code_scale`` from the generator seeded by
-``(seed, i)``, complete head ``G(z)``; variant ``k`` carves wound type ``wound_types[(i K + k) mod T]`` with
-the generator seeded by ``(seed, i, k + 1)``, renders the imperfect head under each light and projects the
-landmarks. Results depend on ``(seed, i, k)`` only, not on which worker ran what, so any number of
-workers, and a resumed run, give the same bytes.
+For identity ``i`` (named ``<identity_prefix>%05d`` of ``i + 1``, ``CTM00001``...): ``z ~ N(0, I) * code_scale``
+from the generator seeded by ``(seed, i)``, complete head ``G(z)``; variant ``k`` carves wound type
+``wound_types[(i K + k) mod T]`` with the generator seeded by ``(seed, i, k + 1)``, renders the imperfect head
+under each light and projects the landmarks. Results depend on ``(seed, i, k)`` only, not on which worker ran
+what, so any number of workers, and a resumed run, give the same bytes.
+
+Complete faces (the base stage's pre-training set, identities disjoint from the imperfect set's by name and
+seed): ``wound_types=["none"]`` leaves every head complete (empty mask, ``imperfect == label``),
+``identity_prefix="BASE"`` names them ``BASE%05d``, and two jitters vary the renders, drawn from the sample's
+generator after the wound's draws, in this order, each only when it is > 0:
+
+* ``pose_jitter_deg = j``: the head is rotated by ``R = R_z(roll) R_x(pitch) R_y(yaw)``, each angle
+  ``~ U(-j, j)`` degrees, about the complete head's vertex centroid before rendering; the landmarks are
+  projected from the rotated head. The meshes stay in the face model's frame (the truth is the shape, not
+  the pose).
+* ``light_jitter = s``: each render's unit light direction ``d`` becomes ``(d + e) / |d + e|`` with
+  ``e ~ N(0, s^2 I_3)`` and the z component of ``d + e`` made non-negative (kept on the camera's side).
+
+With both at 0 (and the default prefix) the bytes are those of datasets made before these settings existed:
+the manifest lists them only when they differ from their defaults.
 
 Layout under ``root`` (see the project's shared contracts)::
 
     data2D/<group>/<sample>/<sample>_<k>.png   imperfect head under light k (RGB uint8)
-    data2D/<group>/<sample>/landmarks.npz      points_px (L, P, 2) float32, names (P,)
+    data2D/<group>/<sample>/landmarks.npz      points_px (L, P, 2) float32, names (P,); with pose jitter also
+                                               pose_deg (3,) float32 (yaw, pitch, roll), with light jitter
+                                               light_dirs (L, 3) float32 (the unit directions rendered)
     label/<group>/<sample>.obj                 complete head (mm, face-model topology)
     imperfect/<group>/<sample>.obj             wounded head
     wound/<group>/<sample>.npz                 mask (V,) bool, depth_mm (V,) float32, wound_type, code (K,)
@@ -26,9 +43,10 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import re
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +57,7 @@ from tqdm import tqdm
 from faceregen.face_model.linear import FIVE_POINT_NAMES, LinearFaceModel
 from faceregen.io import atomic_write_bytes, atomic_write_text
 from faceregen.mesh_io import read_mesh, write_mesh
-from faceregen.synthetic.wounds import WOUND_TYPES, make_wound
+from faceregen.synthetic.wounds import NO_WOUND, WOUND_TYPES, make_wound
 
 if TYPE_CHECKING:  # rendering imports VTK: only the functions that render import it
     from faceregen.rendering import Camera
@@ -50,6 +68,8 @@ MANIFEST_VERSION = 1
 FRAMED_REGIONS = ("face", "forehead", "nose", "lips", "eye_region")
 #: Parameters of an unfinished run, checked on resume; removed once the manifest is written.
 PENDING_PARAMS_NAME = ".generate_params.json"
+#: Settings added after the first datasets: in the manifest only when not at their defaults (same bytes as before).
+LATER_SETTINGS = ("identity_prefix", "pose_jitter_deg", "light_jitter")
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,9 @@ class GeneratorSettings:
     seed: int = 0
     code_scale: float = 1.0
     group: str = "synthetic"
+    identity_prefix: str = "CTM"
+    pose_jitter_deg: float = 0.0
+    light_jitter: float = 0.0
     wound_params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,13 +96,23 @@ class GeneratorSettings:
             raise ValueError(
                 f"n_identities={self.n_identities}, wounds_per_identity={self.wounds_per_identity}: both must be >= 1"
             )
-        unknown = [t for t in self.wound_types if t not in WOUND_TYPES]
+        unknown = [t for t in self.wound_types if t not in WOUND_TYPES + (NO_WOUND,)]
         if not self.wound_types or unknown:
-            raise ValueError(f"wound_types {list(self.wound_types)}: expected a non-empty subset of {WOUND_TYPES}")
+            raise ValueError(
+                f"wound_types {list(self.wound_types)}: expected a non-empty subset of {WOUND_TYPES + (NO_WOUND,)}"
+            )
         if not self.lights or any(len(d) != 3 for d in self.lights):
             raise ValueError(f"lights {self.lights}: expected a non-empty list of [x, y, z] directions")
         if self.code_scale <= 0:
             raise ValueError(f"code_scale={self.code_scale}: expected > 0")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", self.identity_prefix):
+            raise ValueError(
+                f"identity_prefix={self.identity_prefix!r}: expected letters and digits starting with a letter"
+            )
+        if not 0.0 <= self.pose_jitter_deg < 90.0:
+            raise ValueError(f"pose_jitter_deg={self.pose_jitter_deg}: expected degrees in [0, 90)")
+        if self.light_jitter < 0.0:
+            raise ValueError(f"light_jitter={self.light_jitter}: expected >= 0")
 
     def to_dict(self) -> dict:
         return {
@@ -92,17 +125,23 @@ class GeneratorSettings:
             "seed": self.seed,
             "code_scale": self.code_scale,
             "group": self.group,
+            **{
+                f.name: getattr(self, f.name)
+                for f in fields(self)
+                if f.name in LATER_SETTINGS and getattr(self, f.name) != f.default
+            },
             "wound_params": {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in self.wound_params.items()},
         }
 
 
 # --- naming and layout ------------------------------------------------------------------------------
-def identity_name(i: int) -> str:
-    return f"CTM{i + 1:05d}"
+def identity_name(settings: GeneratorSettings, i: int) -> str:
+    """``<identity_prefix>%05d`` of ``i + 1``."""
+    return f"{settings.identity_prefix}{i + 1:05d}"
 
 
-def sample_name(i: int, k: int) -> str:
-    return f"{identity_name(i)}_{k}"
+def sample_name(settings: GeneratorSettings, i: int, k: int) -> str:
+    return f"{identity_name(settings, i)}_{k}"
 
 
 def wound_type_of(settings: GeneratorSettings, i: int, k: int) -> str:
@@ -112,7 +151,7 @@ def wound_type_of(settings: GeneratorSettings, i: int, k: int) -> str:
 
 def sample_paths(settings: GeneratorSettings, i: int, k: int) -> dict:
     """Paths of one sample's files, relative to the dataset root."""
-    g, s = settings.group, sample_name(i, k)
+    g, s = settings.group, sample_name(settings, i, k)
     return {
         "images": [f"data2D/{g}/{s}/{s}_{light}.png" for light in range(len(settings.lights))],
         "landmarks": f"data2D/{g}/{s}/landmarks.npz",
@@ -124,8 +163,8 @@ def sample_paths(settings: GeneratorSettings, i: int, k: int) -> dict:
 
 def manifest_entry(settings: GeneratorSettings, i: int, k: int) -> dict:
     return {
-        "sample": sample_name(i, k),
-        "identity": identity_name(i),
+        "sample": sample_name(settings, i, k),
+        "identity": identity_name(settings, i),
         "group": settings.group,
         "variant": k,
         "wound_type": wound_type_of(settings, i, k),
@@ -182,6 +221,37 @@ def identity_code(seed: int, i: int, n_components: int, code_scale: float = 1.0)
     return (rng.standard_normal(n_components) * code_scale).astype(np.float32)
 
 
+def head_centre_mm(vertices_mm: np.ndarray) -> np.ndarray:
+    """The centre (3,) a head is posed about: its vertex centroid (float64)."""
+    return np.asarray(vertices_mm).mean(axis=0, dtype=np.float64)
+
+
+def head_rotation(pose_deg: np.ndarray) -> np.ndarray:
+    """``R = R_z(roll) R_x(pitch) R_y(yaw)`` (3, 3) of ``pose_deg = (yaw, pitch, roll)``: yaw about +y (up),
+    pitch about +x (toward the subject's left), roll about +z (out of the face), right-handed."""
+    yaw, pitch, roll = np.radians(np.asarray(pose_deg, dtype=np.float64))
+    c, s = np.cos([yaw, pitch, roll]), np.sin([yaw, pitch, roll])
+    r_y = np.array([[c[0], 0.0, s[0]], [0.0, 1.0, 0.0], [-s[0], 0.0, c[0]]])
+    r_x = np.array([[1.0, 0.0, 0.0], [0.0, c[1], -s[1]], [0.0, s[1], c[1]]])
+    r_z = np.array([[c[2], -s[2], 0.0], [s[2], c[2], 0.0], [0.0, 0.0, 1.0]])
+    return r_z @ r_x @ r_y
+
+
+def posed_head(vertices_mm: np.ndarray, centre_mm: np.ndarray, pose_deg: np.ndarray) -> np.ndarray:
+    """The head rotated about ``centre_mm``: ``v' = R (v - c) + c`` (float32), ``R`` of :func:`head_rotation`."""
+    rotation = head_rotation(pose_deg)
+    return ((np.asarray(vertices_mm, dtype=np.float64) - centre_mm) @ rotation.T + centre_mm).astype(np.float32)
+
+
+def jittered_lights(lights: np.ndarray, light_jitter: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit light directions (L, 3): ``(d + e) / |d + e|``, ``d`` the unit direction, ``e ~ N(0, light_jitter^2 I_3)``,
+    the z of ``d + e`` mirrored to ``>= 0`` so every light stays on the camera's side."""
+    lights = np.asarray(lights, dtype=np.float64)
+    moved = lights / np.linalg.norm(lights, axis=1, keepdims=True) + rng.normal(0.0, light_jitter, lights.shape)
+    moved[:, 2] = np.abs(moved[:, 2])
+    return moved / np.linalg.norm(moved, axis=1, keepdims=True)
+
+
 def _generate_identity(i: int) -> int:
     """Write every unfinished sample of identity ``i``; returns how many were written."""
     from faceregen.rendering import render_grey
@@ -204,13 +274,21 @@ def _generate_identity(i: int) -> int:
             root / paths["wound"],
             npz_bytes({"mask": wound.mask, "depth_mm": wound.depth_mm, "wound_type": np.array(kind), "code": code}),
         )
-        images = render_grey(wound.vertices_mm, model.faces, camera, np.asarray(settings.lights))
+        shown, lights, jitter = wound.vertices_mm, np.asarray(settings.lights), {}
+        if settings.pose_jitter_deg > 0:
+            jitter["pose_deg"] = rng.uniform(-settings.pose_jitter_deg, settings.pose_jitter_deg, 3).astype(np.float32)
+            shown = posed_head(shown, head_centre_mm(complete), jitter["pose_deg"])
+        if settings.light_jitter > 0:
+            jitter["light_dirs"] = lights = jittered_lights(lights, settings.light_jitter, rng).astype(np.float32)
+        images = render_grey(shown, model.faces, camera, lights)
         for image, path in zip(images, paths["images"]):
             atomic_write_bytes(root / path, png_bytes(image))
-        points_px = camera.project(model.landmarks.positions(wound.vertices_mm, names)).astype(np.float32)
+        points_px = camera.project(model.landmarks.positions(shown, names)).astype(np.float32)
         atomic_write_bytes(
             root / paths["landmarks"],
-            npz_bytes({"points_px": np.repeat(points_px[None], len(images), axis=0), "names": np.array(names)}),
+            npz_bytes(
+                {"points_px": np.repeat(points_px[None], len(images), axis=0), "names": np.array(names), **jitter}
+            ),
         )
         written += 1
     return written
@@ -218,7 +296,8 @@ def _generate_identity(i: int) -> int:
 
 # --- contact sheet ------------------------------------------------------------------------------------
 def write_contact_sheet(root: Path, manifest: dict, n_samples: int = 8) -> Path:
-    """``contact_sheet.png``: rows = the first samples, columns = their renders + light 0 with the wound in red."""
+    """``contact_sheet.png``: rows = the first samples, columns = their renders + light 0 with the wound in red
+    (on the posed head where the sample has a ``pose_deg``)."""
     from faceregen.rendering import Camera
 
     camera = Camera.from_dict(manifest["camera"])
@@ -229,6 +308,10 @@ def write_contact_sheet(root: Path, manifest: dict, n_samples: int = 8) -> Path:
         vertices, _ = read_mesh(root / entry["imperfect"])
         with np.load(root / entry["wound"]) as wound:
             mask = wound["mask"]
+        with np.load(root / entry["landmarks"]) as landmarks:
+            if "pose_deg" in landmarks:
+                label, _ = read_mesh(root / entry["label"])
+                vertices = posed_head(vertices, head_centre_mm(label), landmarks["pose_deg"])
         draw = ImageDraw.Draw(overlay)
         radius = max(1.0, camera.resolution / 128)
         for u, v in camera.project(vertices[mask]):
@@ -257,8 +340,9 @@ def _check_resume(root: Path, params: dict) -> bool:
         if path.exists():
             found = json.loads(path.read_text())
             differ = sorted(key for key in params if found.get(key) != params[key])
-            found_generator = found.get("generator", {})
-            differ += sorted(f"generator.{k}" for k, v in params["generator"].items() if found_generator.get(k) != v)
+            found_generator, generator = found.get("generator", {}), params["generator"]
+            keys = set(generator) | set(found_generator)  # a later setting is absent at its default
+            differ += sorted(f"generator.{k}" for k in keys if found_generator.get(k) != generator.get(k))
             if differ:
                 raise ValueError(
                     f"{path}: {root} holds a dataset generated with other parameters (differing: {', '.join(differ)}); "
@@ -283,12 +367,17 @@ def generate_dataset(
     frame_margin: float = 1.4,
     group: str = "synthetic",
     contact_sheet_samples: int = 8,
+    identity_prefix: str = "CTM",
+    pose_jitter_deg: float = 0.0,
+    light_jitter: float = 0.0,
     **wound_params,
 ) -> Path:
     """Generate (or finish) the synthetic dataset under ``root``; returns the manifest's path.
 
     ``lights``: directions toward the lights, default :data:`faceregen.rendering.DEFAULT_LIGHT_DIRS`.
     ``contact_sheet_samples``: rows of ``contact_sheet.png`` (0: none).
+    ``wound_types`` may be ``["none"]`` (complete heads); ``identity_prefix``, ``pose_jitter_deg`` (degrees) and
+    ``light_jitter`` (standard deviation added to unit light directions): see the module docstring.
     ``wound_params``: keyword arguments of :func:`faceregen.synthetic.wounds.make_wound`
     (``depth_range_mm``, ``scar_radius_range_mm``, ...). ``workers`` processes (spawned, each with its own
     VTK window) share the identities; ``workers=1`` runs in this process.
@@ -308,6 +397,9 @@ def generate_dataset(
         seed=seed,
         code_scale=code_scale,
         group=group,
+        identity_prefix=identity_prefix,
+        pose_jitter_deg=float(pose_jitter_deg),
+        light_jitter=float(light_jitter),
         wound_params=dict(wound_params),
     )
     root = Path(root)

@@ -31,6 +31,9 @@ millimetres with +z out of the face:
     ``right_cheek``, ``forehead``, ``chin``) located from the five landmarks; radius
     ``R ~ U(tissue_loss_radius_range_mm)``, smooth bump ``depth (1 - (d / R)^2)^2``.
 
+* ``none`` (:data:`NO_WOUND`, not in :data:`WOUND_TYPES`): no wound; the head stays complete (empty mask,
+  zero depth), for datasets of complete faces (the base stage's pre-training set).
+
 A vertex belongs to the wound (``mask``) exactly when it moves; it moves by ``depth_mm`` (at least
 :data:`MIN_DEPTH_MM`, smaller displacements are dropped so the mask survives float32 and text files).
 """
@@ -49,6 +52,8 @@ from faceregen.mesh_io import vertex_normals
 
 TISSUE_LOSS_SITES = ("nasal_tip", "left_cheek", "right_cheek", "forehead", "chin")
 WOUND_TYPES = ("circle_scar", "long_scar") + tuple(f"tissue_loss_{site}" for site in TISSUE_LOSS_SITES)
+#: The kind that leaves the head complete; accepted by :func:`make_wound`, not one of the default types.
+NO_WOUND = "none"
 
 #: Regions a wound may touch (cheeks are part of ``face``).
 WOUNDABLE_REGIONS = ("face", "forehead", "nose", "lips")
@@ -144,16 +149,19 @@ def make_wound(
     eye_margin_mm: float = 5.0,
     eye_radius_mm: float = 14.0,
 ) -> Wound:
-    """Carve one wound of ``kind`` (one of :data:`WOUND_TYPES`) into the complete head ``vertices_mm``.
+    """Carve one wound of ``kind`` (one of :data:`WOUND_TYPES`, or :data:`NO_WOUND`) into the complete head
+    ``vertices_mm``.
 
-    All randomness comes from ``rng`` (seed, size, depth, angle), in a fixed order.
+    All randomness comes from ``rng`` (seed, size, depth, angle), in a fixed order; ``none`` draws nothing.
     """
-    if kind not in WOUND_TYPES:
-        raise ValueError(f"unknown wound type {kind!r}; expected one of {WOUND_TYPES}")
+    if kind not in WOUND_TYPES + (NO_WOUND,):
+        raise ValueError(f"unknown wound type {kind!r}; expected one of {WOUND_TYPES + (NO_WOUND,)}")
     v = np.asarray(vertices_mm, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     if v.shape != (model.n_vertices, 3):
         raise ValueError(f"vertices {v.shape} do not match face model {model.name!r} ({model.n_vertices}, 3)")
+    if kind == NO_WOUND:
+        return Wound(v.astype(np.float32), np.zeros(len(v), bool), np.zeros(len(v), np.float32), kind)
     normals = vertex_normals(v, faces)
     woundable = woundable_mask(v, model, eye_margin_mm, eye_radius_mm)
     candidates = np.flatnonzero(woundable & (normals[:, 2] > min_normal_z))  # front-facing

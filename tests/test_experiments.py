@@ -1,0 +1,103 @@
+"""The five settings compose, start from what the paper says, and run end to end on tiny data."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ("pretrained", "transfer", "scratch", "ssl_20pct", "ssl_100pct")
+
+
+def compose_train(overrides=()):
+    """The train config as `train.py` sees it (Hydra's runtime config set, so `${hydra:...}` resolves)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def tiny(cfg, tmp_path: Path):
+    """Shrink a composed config to seconds: toy face model, 10 identities, 2 lights, 1 batch per epoch."""
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.face_model = {"_target_": "face_models.toy_face_model", "subdivisions": 3}
+        for gen, root in ((cfg.generator, "imperfect"), (cfg.base_stage.generator, "complete")):
+            gen.update(root=str(tmp_path / root), n_identities=10, wounds_per_identity=1, resolution=96,
+                       workers=1, contact_sheet_samples=2, lights=[[0.0, 0.0, 1.0], [0.3, 0.3, 0.9]])
+        cfg.data.update(batch_size=4, num_workers=0, preprocess_workers=1)
+        cfg.trainer.update(max_epochs=1, limit_train_batches=1, limit_val_batches=1, limit_test_batches=1,
+                           enable_model_summary=False, enable_progress_bar=False)
+        cfg.base_stage.max_epochs = 1
+        if cfg.get("ssl_stage"):
+            cfg.ssl_stage.max_epochs = 1
+            cfg.ssl_stage.multicrop.n_low_resolution = 1
+        cfg.logger = {"csv": {"_target_": "pytorch_lightning.loggers.CSVLogger", "save_dir": str(tmp_path / "run")}}
+    return cfg
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_settings_start_from_the_base_model_except_scratch(setting):
+    cfg = compose_train([f"experiment={setting}"])
+    assert cfg.experiment_name == setting
+    if setting == "scratch":
+        assert cfg.model.base_checkpoint is None and cfg.model.identity_encoder.pretrained is None
+    else:
+        assert cfg.model.base_checkpoint == "embedded"
+    assert bool(cfg.get("ssl_stage")) == setting.startswith("ssl_")
+    assert cfg.train == (setting != "pretrained")
+
+
+def test_every_setting_shares_one_base_model():
+    """Identical base weights: the base stage's cache key does not depend on the setting."""
+    from lightning_modules.base_stage import base_stage_key
+
+    keys = {base_stage_key(compose_train([f"experiment={s}"])) for s in SETTINGS if s != "scratch"}
+    assert len(keys) == 1
+    assert base_stage_key(compose_train(["experiment=transfer", "model.identity_encoder.backbone=iresnet18"])) not in keys
+
+
+def test_ssl_encoder_is_exactly_what_mica_starts_from(tmp_path, toy_model):
+    """Stage 1's encoder, saved in MICA's layout, is bit-identical to stage 2's starting encoder."""
+    from functools import partial
+
+    from faceregen.encoders.checkpoints import save_mica_checkpoint
+    from faceregen.encoders.identity_encoder import build_identity_encoder
+    from faceregen.encoders.mapping_network import MappingNetwork
+    from lightning_modules.mica_module import MICAModule
+    from lightning_modules.swav_module import SwAVModule
+
+    torch.manual_seed(0)
+    swav = SwAVModule(build_identity_encoder("dlib_resnet", pretrained=None), n_prototypes=16)
+    mapping = MappingNetwork(input_dim=128, output_dim=toy_model.n_components)
+    path = save_mica_checkpoint(tmp_path / "ssl.tar", swav.encoder_state_dict()["identity_encoder"], mapping.state_dict())
+    mica = MICAModule(
+        build_identity_encoder("dlib_resnet", pretrained=None), partial(MappingNetwork), toy_model,
+        {"face": 150.0}, partial(torch.optim.Adam), base_checkpoint=str(path),
+    )
+    for (name, a), b in zip(swav.identity_encoder.backbone.state_dict().items(), mica.identity_encoder.backbone.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(mapping.state_dict().values(), mica.mapping_network.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
+    """base stage -> SwAV stage -> MICA fine-tuning -> test, writing metrics.json; stages are cached."""
+    import json
+
+    from lightning_modules.runner import run
+
+    cfg = tiny(compose_train(["experiment=ssl_20pct"]), tmp_path)
+    result = run(cfg)
+    assert result is not None and result > 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["test/mean_distance_mm"] > 0
+    assert len(list((tmp_path / "cache" / "base_model").glob("*/mica_base.tar"))) == 1
+    assert len(list((tmp_path / "cache" / "ssl_stage").glob("*/mica_ssl.tar"))) == 1
+    swav_history = json.loads(next((tmp_path / "cache" / "ssl_stage").glob("*/metrics.json")).read_text())["history"]
+    assert "ssl/loss_epoch" in swav_history[-1] or "ssl/loss" in swav_history[-1]
