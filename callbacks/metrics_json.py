@@ -32,7 +32,11 @@ class MetricsJSON(pl.Callback):
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.history = list(state_dict["history"])
+        """Resuming a fit restores the history; restoring the best checkpoint for testing keeps the later
+        epochs this process has seen (rows are merged by epoch, this process's rows win)."""
+        rows = {row["epoch"]: row for row in state_dict["history"]}
+        rows.update({row["epoch"]: row for row in self.history})
+        self.history = [rows[epoch] for epoch in sorted(rows)]
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_rank != 0:
