@@ -4,7 +4,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup data train sweep test test-all eval bench reconstruct clean
+.PHONY: setup data train sweep test test-all bench clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,7 @@ train: setup
 	$(PY) train.py
 
 sweep: setup
-	$(PY) train.py -m experiment=pretrained,transfer,scratch,ssl_20pct,ssl_100pct seed=0,1,2
+	$(PY) train.py -m experiment=pretrained,transfer,scratch,ssl_20pct,ssl_100pct seed=0,1,2 trainer.max_epochs=20
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q
@@ -29,11 +29,8 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q
 
-eval: setup
-	$(PY) evaluate.py
-
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf logs results .pytest_cache
+	rm -rf logs .pytest_cache
