@@ -9,7 +9,6 @@ Coordinates follow :mod:`faceregen.alignment` (pixel centres at +0.5; dlib's are
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

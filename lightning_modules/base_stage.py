@@ -37,6 +37,11 @@ def resolved(tree: dict) -> dict:
     }
 
 
+def config_key(decided_by: dict) -> str:
+    """A stage's cache key: sha256 (16 hex digits) of everything that decides its result."""
+    return hashlib.sha256(json.dumps(resolved(decided_by), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def base_stage_key(cfg: DictConfig) -> str:
     """Hash of everything that decides the base model: face model, architecture, loss, data, schedule."""
     decided_by = {
@@ -50,8 +55,7 @@ def base_stage_key(cfg: DictConfig) -> str:
         "base_stage": {k: cfg.base_stage[k] for k in cfg.base_stage if k != "cache_dir"},
         "batch_size": cfg.data.batch_size,
     }
-    text = json.dumps(resolved(decided_by), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return config_key(decided_by)
 
 
 def base_stage_config(cfg: DictConfig, folder: Path) -> DictConfig:

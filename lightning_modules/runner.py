@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import hydra
@@ -11,8 +10,6 @@ from omegaconf import DictConfig
 
 from lightning_modules.base_stage import EMBEDDED, ensure_base_checkpoint
 from lightning_modules.ssl_stage import ensure_ssl_checkpoint
-
-log = logging.getLogger(__name__)
 
 
 def instantiate_group(cfg: DictConfig | None) -> list:

@@ -10,7 +10,6 @@ from exactly those weights. Stage 1 is cached under a key of everything that dec
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from callbacks.metrics_json import MetricsJSON
-from lightning_modules.base_stage import resolved
+from lightning_modules.base_stage import config_key
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict, save_mica_checkpoint
 
 log = logging.getLogger(__name__)
@@ -45,8 +44,7 @@ def ssl_stage_key(cfg: DictConfig, start_checkpoint: Path) -> str:
         "data": {k: cfg.data[k] for k in ("root", "split_ratios", "split_seed", "ssl_seed", "batch_size", "identity_pattern")},
         "ssl_stage": {k: cfg.ssl_stage[k] for k in cfg.ssl_stage if k != "cache_dir"},
     }
-    text = json.dumps(resolved(decided_by), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return config_key(decided_by)
 
 
 def ensure_ssl_checkpoint(cfg: DictConfig, start_checkpoint: Path) -> Path:

@@ -18,7 +18,7 @@ from datamodules.cir3dfair import Cir3DFaIRDataModule, find_samples
 from datamodules.splits import load_or_create_split, split_counts, split_identities, ssl_identities
 from faceregen.alignment import align_face, get_template
 from face_models import toy_face_model
-from faceregen.face_model.linear import FIVE_POINT_NAMES, REGION_NAMES, Landmarks, LinearFaceModel
+from faceregen.face_model.linear import FIVE_POINT_NAMES, LinearFaceModel
 from faceregen.io import atomic_path, atomic_write_bytes, atomic_write_text
 from faceregen.mesh_io import read_mesh
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import trimesh
 
 from face_models import toy_face_model
 from faceregen.face_model.linear import FIVE_POINT_NAMES
