@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from lightning_modules.base_stage import EMBEDDED, ensure_base_checkpoint
+from faceregen.io import atomic_write_text
+from lightning_modules.base_stage import EMBEDDED, base_stage_key, ensure_base_checkpoint
 from lightning_modules.ssl_stage import ensure_ssl_checkpoint
 
 
@@ -43,6 +45,20 @@ def with_face_model(cfg: DictConfig):
     return hydra.utils.instantiate(cfg, _partial_=True, _convert_="all")
 
 
+def record_stages(cfg: DictConfig, start: str | Path | None) -> None:
+    """``<run dir>/stages.json``: the checkpoint this run starts from and, for the embedded base and
+    SwAV stages, the folders holding their own ``metrics.json`` (for ``evaluate.py``'s figures)."""
+    start_path = Path(start) if start else None
+    stages = {
+        "start_checkpoint": str(start_path) if start_path else None,
+        "ssl_stage_dir": str(start_path.parent) if start_path and cfg.get("ssl_stage") else None,
+        "base_stage_dir": None,
+    }
+    if cfg.model.get("base_checkpoint") == EMBEDDED:
+        stages["base_stage_dir"] = str(Path(cfg.base_stage.cache_dir) / base_stage_key(cfg))
+    atomic_write_text(Path(cfg.paths.output_dir) / "stages.json", json.dumps(stages, indent=2))
+
+
 def run(cfg: DictConfig) -> float | None:
     """Fit ``cfg.model`` on ``cfg.data`` (when ``cfg.train``), then test the best checkpoint (``cfg.test``).
 
@@ -58,6 +74,7 @@ def run(cfg: DictConfig) -> float | None:
         if not start:
             raise ValueError("ssl_stage needs a base_checkpoint to start SwAV from (embedded or a mica.tar)")
         start = ensure_ssl_checkpoint(cfg, Path(start))
+    record_stages(cfg, start)
     if start:
         overrides["base_checkpoint"] = str(start)
         pl.seed_everything(cfg.seed, workers=True)  # the run does not depend on the earlier stages' draws

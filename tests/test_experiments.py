@@ -97,6 +97,8 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     assert result is not None and result > 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test"]["test/mean_distance_mm"] > 0
+    stages = json.loads((tmp_path / "run" / "stages.json").read_text())
+    assert Path(stages["start_checkpoint"]).name == "mica_ssl.tar" and Path(stages["base_stage_dir"]).is_dir()
     assert len(list((tmp_path / "cache" / "base_model").glob("*/mica_base.tar"))) == 1
     assert len(list((tmp_path / "cache" / "ssl_stage").glob("*/mica_ssl.tar"))) == 1
     swav_history = json.loads(next((tmp_path / "cache" / "ssl_stage").glob("*/metrics.json")).read_text())["history"]
