@@ -27,6 +27,7 @@ class MetricsJSON(pl.Callback):
         self.path = Path(output_dir) / "metrics.json"
         self.history: list[dict] = []
         self.test: dict[str, float] = {}
+        self.validated_epoch: int | None = None
 
     def state_dict(self) -> dict:
         return {"history": self.history}
@@ -39,10 +40,21 @@ class MetricsJSON(pl.Callback):
         self.history = [rows[epoch] for epoch in sorted(rows)]
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.global_rank != 0:
+        if not trainer.sanity_checking:
+            self.validated_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """One row per epoch, written once the epoch's training aggregates exist (validation ran before).
+
+        Validation metrics are kept only when validation ran in this epoch (``callback_metrics`` still holds
+        older ones otherwise).
+        """
+        if trainer.global_rank != 0:
             return
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        row.update(_plain(trainer.callback_metrics))
+        metrics = _plain(trainer.callback_metrics)
+        if self.validated_epoch != trainer.current_epoch:
+            metrics = {k: v for k, v in metrics.items() if not k.startswith("val/") and "/val_" not in k}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
         self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]
         self._write(trainer)
 

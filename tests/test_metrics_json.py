@@ -16,3 +16,23 @@ def test_resuming_in_a_new_process_restores_the_history(tmp_path):
     callback = MetricsJSON(str(tmp_path))
     callback.load_state_dict({"history": [{"epoch": 0, "train/loss": 3.0}, {"epoch": 1, "train/loss": 2.0}]})
     assert callback.history == [{"epoch": 0, "train/loss": 3.0}, {"epoch": 1, "train/loss": 2.0}]
+
+
+def test_each_row_holds_its_own_epochs_training_and_validation_metrics(tmp_path, toy_model):
+    import json
+
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from test_mica_module import FaceBatches, make_module
+
+    data = DataLoader(FaceBatches(toy_model, n=4), batch_size=2)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         callbacks=[MetricsJSON(str(tmp_path))], enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(make_module(toy_model, freeze="all"), data, data)
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert all("train/loss_epoch" in row and "val/mean_distance_mm" in row for row in history)
+    # the last row carries the last epoch's training loss, not the one before
+    assert history[-1]["train/loss_epoch"] == float(trainer.callback_metrics["train/loss_epoch"])
+    assert history[0]["train/loss_epoch"] != history[1]["train/loss_epoch"]
