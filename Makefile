@@ -4,7 +4,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup data train sweep test test-all bench clean
+.PHONY: setup data train sweep eval test test-all bench clean reconstruct
 
 setup: $(STAMP)
 
@@ -22,6 +22,16 @@ train: setup
 
 sweep: setup
 	$(PY) train.py -m experiment=pretrained,transfer,scratch,ssl_20pct,ssl_100pct seed=0,1,2 trainer.max_epochs=20
+
+# make reconstruct [IMAGE=photo.png|folder] [CKPT=logs/<task>/runs/<time>/checkpoints/last.ckpt] (default: the newest run)
+IMAGE ?= examples/astronaut.png
+CKPT  ?= $(shell ls -t logs/*/runs/*/checkpoints/last.ckpt 2>/dev/null | head -1)
+reconstruct: setup
+	@test -n "$(CKPT)" || { echo "no checkpoint: run 'make train' or pass CKPT=<run>/checkpoints/last.ckpt"; exit 1; }
+	$(PY) reconstruct.py image=$(IMAGE) ckpt=$(CKPT)
+
+eval: setup
+	$(PY) evaluate.py
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q

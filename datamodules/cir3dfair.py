@@ -36,8 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datamodules.splits import SPLIT_NAMES, load_or_create_split, ssl_identities
-from faceregen.alignment import align_face, get_template
-from faceregen.face_model.linear import FIVE_POINT_NAMES
+from faceregen.alignment import align_face, get_template, read_five_points
 from faceregen.io import atomic_path, atomic_write_text
 from faceregen.mesh_io import read_mesh
 
@@ -157,24 +156,6 @@ def read_image(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"{path}: image not found") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from err
-
-
-def read_five_points(path: Path, n_images: int) -> np.ndarray:
-    """The five alignment points (L, 5, 2) px of a sample's ``landmarks.npz`` (``points_px``, ``names``)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            points, names = data["points_px"], [str(n) for n in data["names"]]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: landmark file not found") from None
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: not a landmark file with points_px and names ({err})") from err
-    missing = [n for n in FIVE_POINT_NAMES if n not in names]
-    if missing or points.ndim != 3 or points.shape[1:] != (len(names), 2) or points.shape[0] != n_images:
-        raise ValueError(
-            f"{path}: expected points_px ({n_images}, P, 2) for {n_images} images and names containing "
-            f"{FIVE_POINT_NAMES}; got {points.shape}, missing {missing}"
-        )
-    return points[:, [names.index(n) for n in FIVE_POINT_NAMES]].astype(np.float64)
 
 
 # --- preprocessing workers (module level: picklable) --------------------------------------------

@@ -1,0 +1,110 @@
+"""Evaluate finished runs: ``python evaluate.py`` (``make eval``). All settings are in ``conf/eval.yaml``.
+
+Writes ``results_dir/``: ``table1.md``/``table1.csv`` (test distances per setting over seeds, beside the
+paper's), ``loss_curves.png``, ``swav_loss.png``, ``error_heatmaps.png``, ``reconstructions.png`` and, with
+``export.fillings=true``, ``fillings/<sample>.*`` and ``fillings.csv``. With ``ckpt=...`` only that
+checkpoint is evaluated (``checkpoint_test.json`` + its figures and fillings), e.g. on another folder:
+``python evaluate.py ckpt=<run>/checkpoints/last.ckpt data.root=/path/to/Cir3D-FaIR``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from faceregen.evaluation import figures, runs, table
+from faceregen.io import atomic_write_text
+from faceregen.plotting import save_figure
+from lightning_modules.checkpoints import run_config
+
+log = logging.getLogger(__name__)
+
+
+def reevaluated(records: list[runs.RunRecord], cfg: DictConfig) -> list[runs.RunRecord]:
+    """The runs with their test metrics recomputed from their best checkpoint (runs without one keep theirs)."""
+    updated = []
+    for run in tqdm(records, desc="re-evaluating runs"):
+        checkpoint = run.best_checkpoint
+        if checkpoint is None:
+            log.info("%s: no checkpoint, keeping the stored test metrics", run.run_dir)
+            updated.append(run)
+            continue
+        datamodule, module = runs.load_run(run_config(run.run_dir, cfg.paths.root_dir, data_overrides(cfg)), checkpoint)
+        test = runs.evaluate_test_split(module, datamodule)
+        updated.append(dataclasses.replace(run, metrics={**run.metrics, "test": test}))
+    return updated
+
+
+def data_overrides(cfg: DictConfig) -> dict:
+    return {key: value for key, value in cfg.data.items() if value is not None}
+
+
+def write_checkpoint_results(cfg: DictConfig, checkpoint: Path, results_dir: Path, test_metrics: bool) -> None:
+    """Sample figures (and, when asked, the test metrics and the fillings) of one checkpoint's test split."""
+    run_dir = checkpoint.resolve().parent.parent
+    datamodule, module = runs.load_run(run_config(run_dir, cfg.paths.root_dir, data_overrides(cfg)), checkpoint)
+    if test_metrics:
+        metrics = {"checkpoint": str(checkpoint), "data_root": str(datamodule.root),
+                   **runs.evaluate_test_split(module, datamodule)}
+        atomic_write_text(results_dir / "checkpoint_test.json", json.dumps(metrics, indent=2) + "\n")
+    n_shown = cfg.figures.samples
+    predictions = runs.predict_test_samples(module, datamodule, cfg.batch_size, None if cfg.export.fillings else n_shown)
+    faces = runs.sample_faces(datamodule.samples_of("test")[0])
+    mask = module.evaluation_mask.cpu().numpy()
+    shown = {key: value[runs.evenly_spread(len(value), n_shown)] for key, value in predictions.items()}
+    titles = [str(name) for name in shown["sample"]]
+    save_figure(figures.error_heatmaps_figure(shown["prediction_mm"], shown["vertices_mm"], faces, mask, titles),
+                results_dir / "error_heatmaps.png")
+    save_figure(figures.reconstruction_rows_figure(shown["image"], shown["prediction_mm"], shown["vertices_mm"], faces,
+                                                   mask, titles), results_dir / "reconstructions.png")
+    if cfg.export.fillings:
+        rows = runs.export_test_fillings(datamodule.samples_of("test"), predictions, results_dir / "fillings")
+        atomic_write_text(results_dir / "fillings.csv", table.csv_text(rows))
+        log.info("fillings: %d of %d test faces exported -> %s (failures: fillings.csv)",
+                 sum(bool(r["stl"]) for r in rows), len(rows), results_dir / "fillings")
+
+
+def evaluate(cfg: DictConfig) -> None:
+    """One checkpoint (``cfg.ckpt``), or every finished run under ``cfg.runs_dir`` (module docstring)."""
+    pl.seed_everything(cfg.seed, workers=True)
+    results_dir = Path(cfg.results_dir)
+    if cfg.ckpt:
+        write_checkpoint_results(cfg, Path(cfg.ckpt), results_dir, test_metrics=True)
+        return
+    records = runs.find_finished_runs(cfg.runs_dir)
+    if not records:
+        raise ValueError(f"{cfg.runs_dir}: no finished run (metrics.json with test metrics); run train.py first")
+    if cfg.reevaluate:
+        records = reevaluated(records, cfg)
+    paths = table.write_table1(records, cfg.paper_table1, results_dir)
+    log.info("Table 1 (%d runs) -> %s\n%s", len(records), paths["md"], paths["md"].read_text())
+    for name, draw in (("loss_curves", figures.loss_curves_figure), ("swav_loss", figures.swav_loss_figure)):
+        figure = draw(records)
+        if figure is None:
+            log.info("%s: the runs hold no such history; figure skipped", name)
+        else:
+            save_figure(figure, results_dir / f"{name}.png")
+    try:
+        best = runs.best_run(records, cfg.run)
+    except ValueError as err:
+        if cfg.export.fillings:
+            raise
+        log.warning("sample figures skipped: %s", err)
+        return
+    write_checkpoint_results(cfg, best.best_checkpoint, results_dir, test_metrics=False)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Restore faces from photos with a trained run: ``python reconstruct.py image=photo.png ckpt=<run>/checkpoints/last.ckpt``.
+
+The model is rebuilt from the run's ``.hydra/config.yaml`` (face model + MICAModule) and the checkpoint's
+``state_dict`` is loaded strictly (``torch.load(weights_only=True)``); anything but a Lightning checkpoint
+of MICAModule (a SwAV checkpoint, MICA's ``mica.tar``, a random file) stops the run with an error naming
+the file. Each image then goes through :class:`faceregen.reconstruction.Reconstructor`; an image that
+fails (not an image, truncated, too large, no face) is reported and skipped, the others are processed,
+and the exit status is 1 when any failed. ``<output dir>/results.json`` lists every image's outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch  # before any VTK render: importing torch's triton after one segfaults
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm import tqdm
+
+from faceregen.encoders.checkpoints import load_state_strict
+from faceregen.image_io import image_files
+from faceregen.io import atomic_write_text
+from faceregen.reconstruction import (
+    Reconstructor,
+    read_imperfect_mesh,
+    read_wound_mask,
+    wound_mask_from_surfaces,
+    write_filling,
+    write_reconstruction,
+    write_summary,
+)
+from lightning_modules.checkpoints import read_mica_state_dict, run_config, run_dir_of
+from lightning_modules.mica_module import MICAModule
+from lightning_modules.runner import with_face_model
+
+log = logging.getLogger(__name__)
+
+def default_paths() -> dict:
+    """``conf/paths/default.yaml`` outside a Hydra app: the root is ``$PROJECT_ROOT`` or the working folder."""
+    paths = OmegaConf.load(Path(__file__).resolve().parent / "conf" / "paths" / "default.yaml")
+    paths.root_dir = os.environ.get("PROJECT_ROOT", os.getcwd())
+    paths.output_dir = None
+    return OmegaConf.to_container(OmegaConf.create({"paths": paths}), resolve=True)["paths"]
+
+
+def load_run_model(ckpt: str | os.PathLike, paths: dict | None = None, device: str = "cpu"):
+    """``(MICAModule in eval mode on device, face model)`` of a training run's checkpoint.
+
+    ``paths``: this machine's ``paths`` config (default :func:`default_paths`), replacing the run's, which
+    may name another machine's folders (the face model's cache). The encoder's pretrained weights and the
+    base checkpoint are not loaded: the checkpoint's state dict holds every weight, the face model's
+    ``G(z) = B z + A`` included; the face model built here gives the triangles and regions.
+    """
+    state = read_mica_state_dict(ckpt)
+    cfg = run_config(run_dir_of(ckpt), ".", source=str(ckpt))
+    cfg.paths = default_paths() if paths is None else paths
+    if cfg.get("model", {}).get("_target_") != f"{MICAModule.__module__}.{MICAModule.__name__}":
+        raise ValueError(f"{ckpt}: its run config's model is {cfg.get('model', {}).get('_target_')!r}, not MICAModule")
+    with open_dict(cfg):
+        cfg.model.base_checkpoint = None
+        cfg.model.identity_encoder.pretrained = None
+    face_model = hydra.utils.instantiate(cfg.face_model)
+    model = with_face_model(cfg.model)(face_model=face_model)
+    load_state_strict(model, state, source=ckpt)
+    return model.eval().to(device), face_model
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; other names as given."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def unique_name(path: Path, used: set[str]) -> str:
+    """The image's stem, with ``-2``, ``-3``... when an earlier image had the same stem."""
+    name, n = path.stem, 1
+    while name in used:
+        n += 1
+        name = f"{path.stem}-{n}"
+    used.add(name)
+    return name
+
+
+def reconstruct(cfg: DictConfig) -> list[dict]:
+    """Process every image of ``cfg.image``; returns one record per image (``status`` ok / failed)."""
+    output_dir = Path(cfg.paths.output_dir)
+    model, face_model = load_run_model(
+        cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True), resolve_device(cfg.device)
+    )
+    imperfect = read_imperfect_mesh(cfg.imperfect_mesh, face_model) if cfg.imperfect_mesh else None
+    given_mask = read_wound_mask(cfg.wound_mask, face_model.n_vertices) if cfg.wound_mask else None
+    if given_mask is not None and imperfect is None:
+        raise ValueError(f"wound_mask={cfg.wound_mask} needs imperfect_mesh (the wounded face) too")
+    reconstructor = Reconstructor(
+        model, cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.detector, cfg.upsample, cfg.min_detection_score
+    )
+    inputs = [cfg.image] if isinstance(cfg.image, str) else list(cfg.image)
+    records, used = [], set()
+    for entry in inputs:
+        try:
+            paths = image_files(entry)
+        except (OSError, ValueError) as err:
+            log.error("FAILED %s", err)
+            records.append({"image": str(entry), "status": "failed", "error": str(err)})
+            continue
+        for path in tqdm(paths, desc="reconstruct", unit="image", disable=len(paths) < 2):
+            record = {"image": str(path), "status": "failed"}
+            try:
+                result = reconstructor(path)
+                log.info("%s: %s", path, result.face.describe())
+                folder = output_dir / unique_name(path, used)
+                files = write_reconstruction(folder, result, face_model.faces)
+                if cfg.summary:
+                    files["summary"] = write_summary(folder / "summary.png", result, face_model)
+                if imperfect is not None:
+                    mask = given_mask if given_mask is not None else wound_mask_from_surfaces(
+                        imperfect, result.vertices_mm, face_model.faces, cfg.wound_threshold_mm)
+                    files.update(write_filling(folder, imperfect, result.vertices_mm, face_model.faces, mask))
+                record.update(status="ok", face=result.face.to_dict(), files={k: str(v) for k, v in files.items()})
+            except (OSError, ValueError) as err:
+                record["error"] = str(err) if str(path) in str(err) else f"{path}: {err}"
+                log.error("FAILED %s", record["error"])
+            records.append(record)
+    atomic_write_text(output_dir / "results.json", json.dumps(records, indent=1) + "\n")
+    return records
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="reconstruct")
+def main(cfg: DictConfig) -> None:
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    records = reconstruct(cfg)
+    failed = [r for r in records if r["status"] != "ok"]
+    log.info("%d of %d images restored into %s", len(records) - len(failed), len(records), cfg.paths.output_dir)
+    if failed:
+        raise SystemExit(f"reconstruct: {len(failed)} of {len(records)} images failed: "
+                         + "; ".join(r["error"] for r in failed))
+
+
+if __name__ == "__main__":
+    main()
