@@ -22,10 +22,11 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the test suite's stand-in face model and folder writer
 
 from datamodules.cir3dfair import Cir3DFaIRDataModule  # noqa: E402
-from tests.face_models import toy_face_model
-from tests.test_datamodule import write_cir3dfair_folder  # noqa: E402
+from face_models import toy_face_model  # noqa: E402
+from test_datamodule import write_cir3dfair_folder  # noqa: E402
 
 
 def dataset_folder() -> tuple[Path, object]:
