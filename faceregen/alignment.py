@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from faceregen.face_model.linear import FIVE_POINT_NAMES
+from faceregen.geometry import umeyama
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,9 @@ def get_template(name: str) -> AlignmentTemplate:
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity ``dst ~ s R src + t`` (Umeyama 1991, rotation only, no reflection).
+    """Least-squares similarity ``dst ~ s R src + t`` of image points (:func:`faceregen.geometry.umeyama`).
 
-    With centred points ``X = src - mean(src)``, ``Y = dst - mean(dst)``, ``Sigma = Y^T X / N = U D V^T``,
-    ``S = diag(1, sign(det U det V))``: ``R = U S V^T``, ``s = trace(D S) / var(src)``,
-    ``t = mean(dst) - s R mean(src)``. Returns the (2, 3) matrix ``[s R | t]``.
+    Returns the (2, 3) matrix ``[s R | t]``.
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
@@ -124,16 +123,9 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         raise ValueError(f"similarity_transform: need matching (N >= 2, 2) points, got {src.shape} and {dst.shape}")
     if not (np.isfinite(src).all() and np.isfinite(dst).all()):
         raise ValueError("similarity_transform: points must be finite")
-    mean_src, mean_dst = src.mean(axis=0), dst.mean(axis=0)
-    x, y = src - mean_src, dst - mean_dst
-    var_src = (x**2).sum() / len(src)
-    if var_src <= 1e-12:
+    if ((src - src.mean(axis=0)) ** 2).sum() / len(src) <= 1e-12:
         raise ValueError("similarity_transform: source points all coincide")
-    u, d, vt = np.linalg.svd(y.T @ x / len(src))
-    s_diag = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
-    rotation = u @ np.diag(s_diag) @ vt
-    scale = (d * s_diag).sum() / var_src
-    translation = mean_dst - scale * rotation @ mean_src
+    scale, rotation, translation = umeyama(src, dst)
     return np.concatenate([scale * rotation, translation[:, None]], axis=1)
 
 

@@ -20,6 +20,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 from trimesh.triangles import closest_point
 
+from faceregen import geometry
+
 
 @dataclass(frozen=True)
 class Similarity:
@@ -51,17 +53,10 @@ def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool = True) -> 
     y = _points("target landmarks", target, len(x))
     if len(x) < 3:
         raise ValueError(f"the alignment needs at least 3 corresponding landmarks, got {len(x)}")
-    mean_x, mean_y = x.mean(axis=0), y.mean(axis=0)
-    xc, yc = x - mean_x, y - mean_y
-    variance_x = (xc**2).sum() / len(x)
-    if variance_x <= 0:
+    if ((x - x.mean(axis=0)) ** 2).sum() <= 0:
         raise ValueError("the source landmarks all coincide: no alignment is defined")
-    u, d, vt = np.linalg.svd(yc.T @ xc / len(x))
-    s = np.ones(3)
-    s[2] = np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0
-    rotation = u @ np.diag(s) @ vt
-    scale = float((d * s).sum() / variance_x) if with_scale else 1.0
-    return Similarity(scale, rotation, mean_y - scale * rotation @ mean_x)
+    scale, rotation, translation = geometry.umeyama(x, y, with_scale)
+    return Similarity(float(scale), rotation, translation)
 
 
 def surface_samples(triangles: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, np.ndarray, float]:
