@@ -7,7 +7,9 @@ The supervised half of the paper (section 2, Eq. 1-3)::
     L = mean_v,c( w_v * |V_vc - V*_vc| )   region-weighted L1 (MICA's masks), w from ``region_weights``
 
 Validation and test report the authors' metric, the mean per-vertex Euclidean distance in mm, over
-the whole face (eyeballs excluded) and separately inside and outside the wound.
+the whole face (eyeballs excluded) and separately inside and outside the wound; also the distance after a
+similarity fit of each prediction to its ground truth (the shape alone) and the mean shape's distance (the
+baseline a model has to beat).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_stri
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
 from faceregen.face_model.decoder import region_weights as per_vertex_region_weights
 from faceregen.face_model.linear import LinearFaceModel
-from faceregen.metrics import masked_mean_distance_mm, per_vertex_distance_mm
+from faceregen.metrics import masked_mean_distance_mm, per_vertex_distance_mm, similarity_aligned_distance_mm
 
-#: names of the distance metrics, per stage: ``<stage>/<name>``
-DISTANCE_METRICS = ("mean_distance_mm", "wound_distance_mm", "intact_distance_mm")
+#: names of the distance metrics, per stage: ``<stage>/<name>``. ``aligned_distance_mm``: after a
+#: similarity fit of each prediction to its ground truth (shape without size and pose);
+#: ``mean_shape_distance_mm``: the face model's mean shape as the prediction (the baseline to beat).
+DISTANCE_METRICS = ("mean_distance_mm", "wound_distance_mm", "intact_distance_mm", "aligned_distance_mm", "mean_shape_distance_mm")
 
 
 class MICAModule(pl.LightningModule):
@@ -110,8 +114,14 @@ class MICAModule(pl.LightningModule):
         evaluated = self.evaluation_mask.expand_as(distance)
         wound = batch["wound_mask"] & evaluated & batch["has_wound_mask"][:, None]
         intact = ~batch["wound_mask"] & evaluated & batch["has_wound_mask"][:, None]
-        for name, mask in zip(DISTANCE_METRICS, (evaluated, wound, intact)):
-            total, count = masked_mean_distance_mm(distance, mask)
+        aligned = similarity_aligned_distance_mm(pred, gt, self.evaluation_mask)
+        mean_shape = per_vertex_distance_mm(self.face_model_decoder.mean_mm.expand_as(gt), gt)
+        for name, values, mask in zip(
+            DISTANCE_METRICS,
+            (distance, distance, distance, aligned, mean_shape),
+            (evaluated, wound, intact, evaluated, evaluated),
+        ):
+            total, count = masked_mean_distance_mm(values, mask)
             if count > 0:
                 metric = self.distance[f"{stage}_{name}"]
                 metric.update(total / count, weight=count)

@@ -152,3 +152,21 @@ def test_wound_and_intact_distances_partition_the_face(toy_model):
     # the mean over all evaluated vertices is the count-weighted mean of wound and intact means
     combined = (d["wound_distance_mm"] * n_wound + d["intact_distance_mm"] * (n_all - n_wound)) / n_all
     assert d["mean_distance_mm"] == pytest.approx(combined, rel=1e-4)
+
+
+def test_aligned_distance_ignores_size_position_and_orientation(toy_model):
+    """A prediction that is the ground truth scaled, rotated and moved has zero shape error."""
+    from scipy.spatial.transform import Rotation
+
+    from faceregen.metrics import per_vertex_distance_mm, similarity_aligned_distance_mm
+
+    gt = torch.from_numpy(toy_model.vertices_mm(np.random.default_rng(0).normal(size=(2, toy_model.n_components))))
+    rotation = torch.from_numpy(Rotation.from_euler("xyz", [5, -10, 20], degrees=True).as_matrix()).float()
+    pred = 1.1 * gt @ rotation.T + torch.tensor([3.0, -2.0, 7.0])
+    everywhere = torch.ones(toy_model.n_vertices, dtype=torch.bool)
+    assert float(per_vertex_distance_mm(pred, gt).mean()) > 5
+    assert float(similarity_aligned_distance_mm(pred, gt, everywhere).max()) < 1e-3
+    # a real shape change survives the alignment
+    bumped = gt.clone()
+    bumped[:, toy_model.regions["nose"], 2] += 5.0
+    assert float(similarity_aligned_distance_mm(bumped, gt, everywhere)[:, toy_model.regions["nose"]].mean()) > 2
