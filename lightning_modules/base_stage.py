@@ -100,7 +100,7 @@ def ensure_base_checkpoint(cfg: DictConfig) -> Path:
     # loads the best weights into `model` and reports the error on held-out complete faces
     trainer.test(model, datamodule=datamodule, ckpt_path="best")
     if trainer.global_rank == 0:
-        save_mica_checkpoint(checkpoint, model.identity_encoder.backbone.state_dict(), model.mapping_network.state_dict())
+        save_mica_checkpoint(checkpoint, model.identity_encoder.encoder_state_dict(), model.mapping_network.state_dict())
         OmegaConf.save(base, folder / "config.yaml")
     trainer.strategy.barrier()
     return checkpoint

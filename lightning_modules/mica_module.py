@@ -25,6 +25,7 @@ from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_stri
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
 from faceregen.face_model.decoder import region_weights as per_vertex_region_weights
 from faceregen.face_model.linear import LinearFaceModel
+from lightning_modules.optimization import encoder_parameter_groups, optimizer_with_scheduler
 from faceregen.metrics import masked_mean_distance_mm, per_vertex_distance_mm, similarity_aligned_distance_mm
 
 #: names of the distance metrics, per stage: ``<stage>/<name>``. ``aligned_distance_mm``: after a
@@ -82,7 +83,7 @@ class MICAModule(pl.LightningModule):
     def load_base_checkpoint(self, path: str) -> None:
         """Start from a MICA-layout checkpoint: identity-encoder backbone + mapping network."""
         encoder_state, mapping_state = load_mica_checkpoint(path)
-        load_state_strict(self.identity_encoder.backbone, encoder_state, source=f"{path} (encoder)")
+        self.identity_encoder.load_encoder_state(encoder_state, source=f"{path} (encoder)")
         load_state_strict(self.mapping_network, mapping_state, source=f"{path} (mapping network)")
 
     def encode(self, images_uint8: torch.Tensor) -> torch.Tensor:
@@ -139,16 +140,6 @@ class MICAModule(pl.LightningModule):
 
     # --- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
-        """Two parameter groups: mapping network (``lr``) and the backbone's trainable layers."""
-        mapping = [p for p in self.mapping_network.parameters() if p.requires_grad]
-        backbone = [p for p in self.identity_encoder.parameters() if p.requires_grad]
-        groups = [{"params": mapping, "name": "mapping_network"}]
-        if backbone:
-            group = {"params": backbone, "name": "identity_encoder"}
-            if self.hparams.backbone_lr is not None:
-                group["lr"] = self.hparams.backbone_lr
-            groups.append(group)
-        optimizer = self.optimizer_factory(groups)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        """Two parameter groups: mapping network (``lr``) and the backbone's trainable layers (``backbone_lr``)."""
+        groups = encoder_parameter_groups({"mapping_network": self.mapping_network}, self.identity_encoder, self.hparams.backbone_lr)
+        return optimizer_with_scheduler(groups, self.optimizer_factory, self.scheduler_factory)

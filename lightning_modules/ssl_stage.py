@@ -64,7 +64,7 @@ def ensure_ssl_checkpoint(cfg: DictConfig, start_checkpoint: Path) -> Path:
     ensure_dataset(cfg, face_model)
     encoder_state, mapping_state = load_mica_checkpoint(start_checkpoint)
     identity_encoder = hydra.utils.instantiate(cfg.model.identity_encoder, freeze=stage.freeze)
-    load_state_strict(identity_encoder.backbone, encoder_state, f"{start_checkpoint} (encoder)")
+    identity_encoder.load_encoder_state(encoder_state, f"{start_checkpoint} (encoder)")
     swav = hydra.utils.instantiate(stage.model, _partial_=True, identity_encoder=None)(identity_encoder=identity_encoder)
     if swav.mapping_network is not None:
         load_state_strict(swav.mapping_network, mapping_state, f"{start_checkpoint} (mapping network)")

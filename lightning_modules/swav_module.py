@@ -55,6 +55,7 @@ from torchmetrics import Metric
 from torchvision.transforms.v2 import functional as TF
 
 from faceregen.ssl.retrieval import RetrievalTop1
+from lightning_modules.optimization import encoder_parameter_groups, optimizer_with_scheduler
 
 
 class PrototypeUsage(Metric):
@@ -85,8 +86,9 @@ class SwAVModule(pl.LightningModule):
     """SwAV on unlabelled aligned face images, training the identity encoder MICA starts from.
 
     Args:
-        identity_encoder: module with ``feature_dim``, ``input_size``, ``backbone`` and
-            ``normalize_input(uint8 (B, 3, S, S)) -> float``; ``forward(float) -> (B, feature_dim)``.
+        identity_encoder: module with ``feature_dim``, ``input_size``, ``encoder_state_dict()`` and
+            ``normalize_input(uint8 (B, 3, S, S)) -> float``; ``forward(float) -> (B, feature_dim)``
+            (an :class:`~faceregen.encoders.identity_encoder.IdentityEncoder`).
         use_mapping_network: the SwAV feature is ``M(E(I))`` instead of ``E(I)``.
         mapping_network: partial constructor ``(input_dim) -> nn.Module`` with ``output_dim`` (MICA's
             mapping network; its ``output_dim`` must be the one the MICA stage uses); needed only with
@@ -100,7 +102,10 @@ class SwAVModule(pl.LightningModule):
         resize_low_resolution: resize low-resolution views up to the encoder's input size.
         queue_length: projections kept per high-resolution view (0: no queue).
         queue_start_epoch: first epoch whose Sinkhorn batches include the queue.
-        optimizer: partial optimizer constructor taking the parameters (paper: Adam, lr 1e-3).
+        optimizer: partial optimizer constructor taking parameter groups (paper: Adam, lr 1e-3).
+        backbone_lr: learning rate of the identity encoder (None: the optimizer's lr). A pre-trained
+            encoder without batch norm (dlib's) drifts under SwAV at 1e-3: the loss only sees its
+            standardised, L2-normalised output, so nothing holds the activations' scale.
         scheduler: optional partial LR scheduler (stepped every epoch).
     """
 
@@ -121,6 +126,7 @@ class SwAVModule(pl.LightningModule):
         queue_length: int = 0,
         queue_start_epoch: int = 15,
         optimizer: Callable[..., torch.optim.Optimizer] = functools.partial(torch.optim.Adam, lr=1e-3),
+        backbone_lr: float | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
     ) -> None:
         super().__init__()
@@ -231,19 +237,16 @@ class SwAVModule(pl.LightningModule):
 
     # --- export and optimisation ---------------------------------------------------------------
     def encoder_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
-        """CPU copies of the weights MICA starts from: ``{"identity_encoder": backbone state,
-        "mapping_network": its state (only with use_mapping_network)}``; the keys load with
-        ``load_state_strict(identity_encoder.backbone, ...)`` and into ``MappingNetwork``."""
-        modules = {"identity_encoder": self.identity_encoder.backbone, "mapping_network": self.mapping_network}
-        return {
-            name: {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
-            for name, module in modules.items()
-            if module is not None
-        }
+        """CPU copies of the weights MICA starts from: ``{"identity_encoder": the encoder's
+        ``encoder_state_dict()``, "mapping_network": its state (only with use_mapping_network)}``; they load
+        with ``IdentityEncoder.load_encoder_state`` and into ``MappingNetwork``."""
+        state = {"identity_encoder": self.identity_encoder.encoder_state_dict()}
+        if self.mapping_network is not None:
+            state["mapping_network"] = {k: v.detach().cpu().clone() for k, v in self.mapping_network.state_dict().items()}
+        return state
 
     def configure_optimizers(self):
-        """One group: every trainable parameter (encoder, mapping network, projection head, prototypes)."""
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        """Groups: projection head, prototypes, mapping network (``lr``), then the encoder (``backbone_lr``)."""
+        heads = {"projection_head": self.projection_head, "prototypes": self.prototypes, "mapping_network": self.mapping_network}
+        groups = encoder_parameter_groups(heads, self.identity_encoder, self.hparams.backbone_lr)
+        return optimizer_with_scheduler(groups, self.optimizer_factory, self.scheduler_factory)

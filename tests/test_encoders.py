@@ -157,6 +157,49 @@ def test_identity_encoder_normalisation_and_properties(dlib_state):
     assert dlib_encoder.normalize_input(mean_chip).abs().max() < 0.3 / 256 + 1e-7
 
 
+def test_mid_level_features_pool_the_tapped_stages_and_standardise_them(dlib_state):
+    encoder = build_identity_encoder("dlib_resnet", pretrained=None, freeze="mica", feature_stages=[2, 1], feature_grid=4)
+    load_state_strict(encoder.backbone, dlib_state, "dlib")
+    assert encoder.feature_dim == (64 + 128) * 16
+    torch.manual_seed(0)
+    x = encoder.normalize_input(torch.randint(0, 256, (6, 3, 150, 150), dtype=torch.uint8))
+    with torch.no_grad():
+        stage_1 = encoder.backbone.stages[1](encoder.backbone.stages[0](encoder.backbone.stem(x)))
+        stage_2 = encoder.backbone.stages[2](stage_1)
+        raw = torch.cat([torch.nn.functional.adaptive_avg_pool2d(m, 4).flatten(1) for m in (stage_1, stage_2)], 1)
+        assert torch.allclose(encoder.pooled_stages(x), raw, atol=1e-6)
+        features = encoder.train()(x)  # batch statistics: zero mean, unit variance per dimension
+    assert features.shape == (6, 3072)
+    assert features.mean(0).abs().max() < 1e-4
+    assert torch.allclose(features.var(0, unbiased=False)[raw.var(0, unbiased=False) > 1e-2], torch.ones(1), atol=1e-2)
+    # "mica" freezes every stage up to the taps; the later stages and fc do not shape the feature: fixed
+    assert trainable_names(encoder) == set()
+    scratch = build_identity_encoder("dlib_resnet", pretrained=None, freeze="none", feature_stages=[1, 2])
+    assert trainable_names(scratch) and all(n.split(".")[1] in ("stem", "stages") for n in trainable_names(scratch))
+    assert not any(n.startswith(("backbone.stages.3", "backbone.stages.4", "backbone.fc")) for n in trainable_names(scratch))
+    with pytest.raises(ValueError, match="within 0..4"):
+        build_identity_encoder("dlib_resnet", pretrained=None, feature_stages=[5])
+    assert build_identity_encoder("iresnet18", feature_stages=[0, 3], feature_grid=1).feature_dim == 64 + 512
+
+
+def test_encoder_state_carries_the_standardisation(dlib_state):
+    """The MICA-layout encoder entry: backbone keys as they are plus feature_standardizer.*; strict both ways."""
+    torch.manual_seed(0)
+    encoder = build_identity_encoder("dlib_resnet", pretrained=None, freeze="mica", feature_stages=[1, 2])
+    x = encoder.normalize_input(torch.randint(0, 256, (4, 3, 150, 150), dtype=torch.uint8))
+    with torch.no_grad():
+        encoder.train()(x)  # moves the running statistics
+        state = encoder.encoder_state_dict()
+        assert set(dlib_state) < set(state) and state["feature_standardizer.running_mean"].abs().sum() > 0
+        fresh = build_identity_encoder("dlib_resnet", pretrained=None, feature_stages=[1, 2])
+        fresh.load_encoder_state(state, "base.tar")
+        assert torch.equal(fresh.eval()(x), encoder.eval()(x))
+    with pytest.raises(ValueError, match=r"base.tar.*missing keys \[feature_standardizer.running_mean"):
+        fresh.load_encoder_state(dlib_state, "base.tar")
+    with pytest.raises(ValueError, match=r"unexpected keys \[feature_standardizer"):
+        build_identity_encoder("dlib_resnet", pretrained=None).load_encoder_state(state, "base.tar")
+
+
 def test_build_backbone_names_and_default_dlib_weights(dlib_state, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the default cache lands in ./cache/encoders
     backbone = build_backbone("dlib_resnet", freeze="mica")

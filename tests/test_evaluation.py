@@ -45,7 +45,8 @@ def fake_run(folder: Path, experiment: str, seed: int, test: dict | None, histor
 
 
 def distances(mean: float, wound: float, intact: float) -> dict:
-    return {"test/mean_distance_mm": mean, "test/wound_distance_mm": wound, "test/intact_distance_mm": intact, "test/loss": 1.0}
+    return {"test/mean_distance_mm": mean, "test/wound_distance_mm": wound, "test/intact_distance_mm": intact,
+            "test/aligned_distance_mm": mean / 2, "test/mean_shape_distance_mm": 12.0, "test/loss": 1.0}
 
 
 def history(train: list[float], val: list[float]) -> list[dict]:
@@ -101,8 +102,8 @@ def test_table1_mean_std_over_seeds_and_paper_column(log_dir, tmp_path):
     assert rows["pretrained"]["mean_distance_mm_std"] == "" and rows["pretrained"]["wound_distance_mm_mean"] == ""
     assert rows["zzz_ablation"]["paper_mean_distance"] == ""
     markdown = paths["md"].read_text()
-    assert "| Transfer Learning | 3 | 2.000 ± 1.000 | 4.000 ± 2.000 | 1.500 ± 1.000 | 0.3642 |" in markdown
-    assert "| Pretrained MICA (no fine-tuning) | 1 | 11.000 | n/a | n/a |  |" in markdown
+    assert "| Transfer Learning | 3 | 2.000 ± 1.000 | 4.000 ± 2.000 | 1.500 ± 1.000 | 1.000 ± 0.500 | 12.000 ± 0.000 | 0.3642 |" in markdown
+    assert "| Pretrained MICA (no fine-tuning) | 1 | 11.000 | n/a | n/a | n/a | n/a |  |" in markdown
 
 
 def test_mean_curve_over_seeds():

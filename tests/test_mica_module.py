@@ -15,9 +15,9 @@ from lightning_modules.mica_module import MICAModule
 REGION_WEIGHTS = {"left_eyeball": 0.01, "right_eyeball": 0.01, "left_ear": 0.01, "right_ear": 0.01, "face": 150.0}
 
 
-def make_module(face_model, freeze="mica", pretrained=None, lr=1e-3, **kwargs) -> MICAModule:
+def make_module(face_model, freeze="mica", pretrained=None, lr=1e-3, feature_stages=None, **kwargs) -> MICAModule:
     return MICAModule(
-        identity_encoder=build_identity_encoder("dlib_resnet", pretrained=pretrained, freeze=freeze),
+        identity_encoder=build_identity_encoder("dlib_resnet", pretrained=pretrained, freeze=freeze, feature_stages=feature_stages),
         mapping_network=partial(MappingNetwork),
         face_model=face_model,
         region_weights=REGION_WEIGHTS,
@@ -83,6 +83,21 @@ def test_only_intended_parameters_train(toy_model):
     optimizer = module.configure_optimizers()
     optimised = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert optimised == {id(p) for p in module.parameters() if p.requires_grad}
+
+
+def test_mid_level_features_train_what_they_should(toy_model):
+    """Default embedded set-up (dlib stages 1-2): with "mica" only the mapping network trains; with "none"
+    the stages up to stage 2 train at backbone_lr and the later ones, unused, get nothing."""
+    batch = next(iter(DataLoader(FaceBatches(toy_model, n=2), batch_size=2)))
+    for freeze, encoder_trains in (("mica", False), ("none", True)):
+        module = make_module(toy_model, freeze=freeze, feature_stages=[1, 2], backbone_lr=1e-5).train()
+        module.region_weighted_l1(module(batch["image"]), batch["vertices_mm"]).backward()
+        with_grad = {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert any(n.startswith("mapping_network.") for n in with_grad)
+        assert any(n.startswith("identity_encoder.backbone.stages.1.") for n in with_grad) == encoder_trains
+        assert not any(n.startswith(("identity_encoder.backbone.stages.3", "identity_encoder.backbone.fc")) for n in with_grad)
+        lrs = {g["name"]: g["lr"] for g in module.configure_optimizers().param_groups}
+        assert lrs == ({"mapping_network": 1e-3, "identity_encoder": 1e-5} if encoder_trains else {"mapping_network": 1e-3})
 
 
 def test_region_weights_follow_mica_order(toy_model):

@@ -52,7 +52,7 @@ class TinyBackbone(nn.Module):
 
 
 class TinyEncoder(nn.Module):
-    """The identity-encoder interface (``input_size``, ``feature_dim``, ``backbone``, ``normalize_input``).
+    """The identity-encoder interface (``input_size``, ``feature_dim``, ``normalize_input``, ``encoder_state_dict``).
 
     ``strict_size``: refuse inputs that are not ``input_size`` px, as the real encoders do.
     """
@@ -64,6 +64,9 @@ class TinyEncoder(nn.Module):
 
     def normalize_input(self, images: torch.Tensor) -> torch.Tensor:
         return images.float() / 127.5 - 1.0
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.backbone.state_dict().items()}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.strict_size and images.shape[-1] != self.input_size:
@@ -344,4 +347,16 @@ def test_real_dlib_encoder_from_the_hydra_config(tmp_path):
     trainer(max_steps=2, default_root_dir=tmp_path).fit(module, loader(data, batch_size=4))
     after = module.encoder_state_dict()["identity_encoder"]
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    load_state_strict(hydra.utils.instantiate(cfg.identity_encoder).backbone, after, "swav export")
+    hydra.utils.instantiate(cfg.identity_encoder).load_encoder_state(after, "swav export")
+
+
+def test_encoder_trains_at_its_own_learning_rate():
+    """backbone_lr applies to the encoder's group only; every trainable parameter is in exactly one group."""
+    module = swav(use_mapping_network=True, mapping_network=lambda input_dim: MappingNetwork(input_dim, 24, 20, 1), backbone_lr=1e-5)
+    optimizer = module.configure_optimizers()
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs == {"projection_head": 1e-3, "prototypes": 1e-3, "mapping_network": 1e-3, "identity_encoder": 1e-5}
+    grouped = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in module.parameters() if p.requires_grad)
+    encoder = {id(p) for p in module.identity_encoder.parameters()}
+    assert {id(p) for p in optimizer.param_groups[-1]["params"]} == encoder

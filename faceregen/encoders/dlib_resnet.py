@@ -290,6 +290,9 @@ class DlibResNet(FreezableBackbone):
     def trunk_modules(self) -> list[nn.Module]:
         return [self.stem, *self.stages[:-1]]
 
+    def stage_modules(self) -> list[nn.Module]:
+        return [self.stem, *self.stages]
+
     def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for stage in self.stages[:-1]:

@@ -8,13 +8,29 @@ Freezing follows MICA: with ``freeze="mica"`` the trunk (everything up to the la
 weights, runs under ``torch.no_grad`` and stays in eval mode (batch-norm statistics do not move); the
 head (last stage, final norm and projection) trains. ``freeze="all"`` fixes everything, ``"none"``
 nothing.
+
+Mid-level features (``feature_stages``): instead of the backbone's final embedding, the identity feature
+is the outputs of chosen stages, each average-pooled to a ``feature_grid x feature_grid`` grid,
+concatenated and standardised per dimension (a batch norm without affine parameters, whose running
+statistics travel with the encoder's weights):
+
+    e = standardize(concat_s pool_g(stage_s(x)))
+
+A recognition network's final embedding is trained to ignore what does not tell people apart, which
+includes much of the 3D shape of a grey render; its earlier stages still see it (on the embedded
+default, ridge regression from dlib stages 1-2 predicts shape far better than from the 128-d descriptor).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from faceregen.encoders.checkpoints import StateDict, load_state_strict
 
 FREEZE_MODES = ("none", "mica", "all")
 
@@ -55,6 +71,26 @@ class FreezableBackbone(nn.Module):
         """uint8 RGB chips (B, 3, S, S) -> the float input this backbone was trained on."""
         raise NotImplementedError
 
+    def stage_modules(self) -> list[nn.Module]:
+        """The stem, then each stage, in forward order (mid-level features tap the stages' outputs)."""
+        raise NotImplementedError
+
+    def stage_outputs(self, images: torch.Tensor, n_stages: int) -> list[torch.Tensor]:
+        """Normalised float chips (B, 3, S, S) -> the outputs of the first ``n_stages`` stages.
+
+        Like :meth:`forward`, the leading frozen modules run without gradient.
+        """
+        check_chip_shape(images, self.input_size, "images")
+        grad, needs_grad = torch.is_grad_enabled(), False
+        x, outputs = images, []
+        for index, module in enumerate(self.stage_modules()[: n_stages + 1]):
+            needs_grad = needs_grad or any(p.requires_grad for p in module.parameters())
+            with torch.set_grad_enabled(grad and needs_grad):
+                x = module(x)
+            if index:
+                outputs.append(x)
+        return outputs
+
     def frozen_modules(self) -> list[nn.Module]:
         return {"none": [], "mica": self.trunk_modules(), "all": [self]}[self.freeze]
 
@@ -85,20 +121,64 @@ def check_chip_shape(images: torch.Tensor, size: int, what: str) -> None:
         raise ValueError(f"{what}: expected a (B, 3, {size}, {size}) batch of RGB chips, got {tuple(images.shape)}")
 
 
+#: the state-dict prefix of the mid-level features' standardisation (a MICA-layout checkpoint's encoder
+#: entry holds it beside the backbone's own keys)
+STANDARDIZER = "feature_standardizer"
+
+
 class IdentityEncoder(nn.Module):
-    """``e = normalize(backbone(x))``: the identity embedding fed to the mapping network.
+    """The identity feature fed to the mapping network.
+
+    ``e = normalize(backbone(x))`` (MICA) or, with ``feature_stages``, the standardised mid-level features
+    (see the module docstring).
 
     Args:
         backbone: a :class:`FreezableBackbone` (see :func:`build_backbone`).
-        normalize_embedding: L2-normalise the embedding, as MICA does (``F.normalize``).
+        normalize_embedding: L2-normalise the final embedding, as MICA does (``F.normalize``).
+        feature_stages: indices of the backbone stages whose outputs form the feature (dlib: 0-4,
+            IResNet: 0-3); ``None``: the final embedding. Layers after the last of them do not shape the
+            feature and are fixed.
+        feature_grid: side of the average-pooling grid of each tapped stage.
     """
 
-    def __init__(self, backbone: FreezableBackbone, normalize_embedding: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: FreezableBackbone,
+        normalize_embedding: bool = True,
+        feature_stages: Sequence[int] | None = None,
+        feature_grid: int = 4,
+    ) -> None:
         super().__init__()
         if not isinstance(backbone, FreezableBackbone):
             raise ValueError(f"backbone: expected a FreezableBackbone, got {type(backbone).__name__}")
         self.backbone = backbone
         self.normalize_embedding = normalize_embedding
+        self.feature_stages = None if feature_stages is None else sorted(int(s) for s in feature_stages)
+        self.feature_grid = feature_grid
+        self.feature_standardizer = None
+        self._feature_dim = backbone.feature_dim
+        if self.feature_stages is not None:
+            n_stages = len(backbone.stage_modules()) - 1
+            if not self.feature_stages or not all(0 <= s < n_stages for s in self.feature_stages) or feature_grid < 1:
+                raise ValueError(
+                    f"feature_stages={list(feature_stages)}, feature_grid={feature_grid}: expected stage indices "
+                    f"within 0..{n_stages - 1} and a grid of at least 1"
+                )
+            used = {id(p) for m in backbone.stage_modules()[: self.feature_stages[-1] + 2] for p in m.parameters()}
+            for parameter in backbone.parameters():
+                if id(parameter) not in used:
+                    parameter.requires_grad_(False)
+            self._feature_dim = self._mid_level_dim()
+            self.feature_standardizer = nn.BatchNorm1d(self._feature_dim, affine=False)
+
+    def _mid_level_dim(self) -> int:
+        training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            size = self.input_size
+            dim = self.pooled_stages(torch.zeros(1, 3, size, size)).shape[1]
+        self.backbone.train(training)
+        return dim
 
     @property
     def input_size(self) -> int:
@@ -110,7 +190,13 @@ class IdentityEncoder(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return self.backbone.feature_dim
+        return self._feature_dim
+
+    def train(self, mode: bool = True) -> IdentityEncoder:
+        super().train(mode)
+        if self.feature_standardizer is not None and self.backbone.freeze == "all":
+            self.feature_standardizer.eval()
+        return self
 
     def normalize_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 RGB chips (B, 3, S, S) -> the backbone's float input (see the backbone)."""
@@ -119,10 +205,33 @@ class IdentityEncoder(nn.Module):
         check_chip_shape(images, self.input_size, "images")
         return self.backbone.normalize_input(images)
 
+    def pooled_stages(self, images: torch.Tensor) -> torch.Tensor:
+        """``concat_s pool_g(stage_s(x))`` (B, D) before standardisation."""
+        outputs = self.backbone.stage_outputs(images, self.feature_stages[-1] + 1)
+        pooled = [F.adaptive_avg_pool2d(outputs[s], self.feature_grid).flatten(1) for s in self.feature_stages]
+        return torch.cat(pooled, dim=1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised float chips (B, 3, S, S) -> identity embeddings (B, feature_dim)."""
+        """Normalised float chips (B, 3, S, S) -> identity features (B, feature_dim)."""
+        if self.feature_standardizer is not None:
+            return self.feature_standardizer(self.pooled_stages(images))
         embedding = self.backbone(images)
         return F.normalize(embedding, dim=-1) if self.normalize_embedding else embedding
+
+    def encoder_state_dict(self) -> StateDict:
+        """The encoder entry of a MICA-layout checkpoint: the backbone's own keys (insightface / dlib) and,
+        with mid-level features, ``feature_standardizer.*``."""
+        prefix = "backbone."
+        return {
+            (k[len(prefix) :] if k.startswith(prefix) else k): v.detach().cpu().clone()
+            for k, v in self.state_dict().items()
+        }
+
+    def load_encoder_state(self, state: StateDict, source: str | Path) -> None:
+        """Inverse of :meth:`encoder_state_dict`, strict (a file without the standardisation statistics
+        does not fit an encoder with mid-level features, and vice versa)."""
+        own = {(k if k.startswith(STANDARDIZER + ".") else "backbone." + k): v for k, v in state.items()}
+        load_state_strict(self, own, source)
 
 
 def build_backbone(
@@ -139,7 +248,7 @@ def build_backbone(
         freeze: ``"none" | "mica" | "all"`` (see the module docstring).
     """
     # Imported here: the backbone modules import FreezableBackbone from this one.
-    from faceregen.encoders.checkpoints import load_insightface_backbone, load_state_strict
+    from faceregen.encoders.checkpoints import load_insightface_backbone
     from faceregen.encoders.dlib_resnet import SHIPPED_WEIGHTS, DlibResNet, dlib_state_dict
     from faceregen.encoders.iresnet import IRESNET_LAYERS, iresnet
 
@@ -163,6 +272,8 @@ def build_identity_encoder(
     pretrained: str | None = DEFAULT_WEIGHTS,
     freeze: str = "none",
     normalize_embedding: bool = True,
+    feature_stages: Sequence[int] | None = None,
+    feature_grid: int = 4,
 ) -> IdentityEncoder:
     """:func:`build_backbone` wrapped in an :class:`IdentityEncoder`; usable as a Hydra ``_target_``."""
-    return IdentityEncoder(build_backbone(backbone, pretrained, freeze), normalize_embedding)
+    return IdentityEncoder(build_backbone(backbone, pretrained, freeze), normalize_embedding, feature_stages, feature_grid)

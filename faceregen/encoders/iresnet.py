@@ -103,6 +103,9 @@ class IResNet(FreezableBackbone):
     def trunk_modules(self) -> list[nn.Module]:
         return [self.conv1, self.bn1, self.prelu, self.layer1, self.layer2, self.layer3]
 
+    def stage_modules(self) -> list[nn.Module]:
+        return [nn.Sequential(self.conv1, self.bn1, self.prelu), self.layer1, self.layer2, self.layer3, self.layer4]
+
     def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.prelu(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
