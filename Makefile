@@ -25,7 +25,7 @@ sweep: setup
 
 # make reconstruct [IMAGE=photo.png|folder] [CKPT=logs/<task>/runs/<time>/checkpoints/last.ckpt] (default: the newest run)
 IMAGE ?= examples/astronaut.png
-CKPT  ?= $(shell ls -t logs/*/runs/*/checkpoints/last.ckpt 2>/dev/null | head -1)
+CKPT  ?= $(shell ls -t logs/*/runs/*/checkpoints/last.ckpt logs/multiruns/*/*/checkpoints/last.ckpt 2>/dev/null | head -1)
 reconstruct: setup
 	@test -n "$(CKPT)" || { echo "no checkpoint: run 'make train' or pass CKPT=<run>/checkpoints/last.ckpt"; exit 1; }
 	$(PY) reconstruct.py image=$(IMAGE) ckpt=$(CKPT)

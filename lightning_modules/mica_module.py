@@ -25,8 +25,8 @@ from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_stri
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
 from faceregen.face_model.decoder import region_weights as per_vertex_region_weights
 from faceregen.face_model.linear import LinearFaceModel
-from lightning_modules.optimization import encoder_parameter_groups, optimizer_with_scheduler
 from faceregen.metrics import masked_mean_distance_mm, per_vertex_distance_mm, similarity_aligned_distance_mm
+from lightning_modules.optimization import encoder_parameter_groups, optimizer_with_scheduler
 
 #: names of the distance metrics, per stage: ``<stage>/<name>``. ``aligned_distance_mm``: after a
 #: similarity fit of each prediction to its ground truth (shape without size and pose);

@@ -41,7 +41,10 @@ def ssl_stage_key(cfg: DictConfig, start_checkpoint: Path) -> str:
         "version": SSL_STAGE_VERSION,
         "start": file_digest(start_checkpoint),
         "identity_encoder": cfg.model.identity_encoder,
-        "data": {k: cfg.data[k] for k in ("root", "split_ratios", "split_seed", "ssl_seed", "batch_size", "identity_pattern")},
+        "data": {
+            k: cfg.data[k]
+            for k in ("root", "split_ratios", "split_seed", "ssl_fraction", "ssl_seed", "batch_size", "identity_pattern")
+        },
         "ssl_stage": {k: cfg.ssl_stage[k] for k in cfg.ssl_stage if k != "cache_dir"},
     }
     return config_key(decided_by)

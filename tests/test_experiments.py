@@ -53,6 +53,30 @@ def test_settings_start_from_the_base_model_except_scratch(setting):
     assert cfg.train == (setting != "pretrained")
 
 
+def test_sweep_folders_resolve_before_hydra_runs_a_job(monkeypatch):
+    """A multirun names its folder before Hydra's runtime config exists (no ${hydra:...} in it), and each
+    job's subfolder after its experiment and seed are chosen."""
+    import importlib
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    import train
+
+    monkeypatch.delenv("PROJECT_ROOT", raising=False)
+    importlib.reload(train)
+    assert os.environ["PROJECT_ROOT"] == str(ROOT)  # train.py names the root, wherever it is run from
+    monkeypatch.setenv("PROJECT_ROOT", "/project")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=ssl_20pct", "seed=2"], return_hydra_config=True)
+    HydraConfig.instance().cfg = None
+    assert cfg.hydra.sweep.dir.startswith("/project/logs/multiruns/")
+    with open_dict(cfg):
+        cfg.hydra.job.num = 7
+    assert OmegaConf.select(cfg, "hydra.sweep.subdir") == "7_ssl_20pct_seed2"
+
+
 def test_every_setting_shares_one_base_model():
     """Identical base weights: the base stage's cache key does not depend on the setting."""
     from lightning_modules.base_stage import base_stage_key
@@ -60,6 +84,19 @@ def test_every_setting_shares_one_base_model():
     keys = {base_stage_key(compose_train([f"experiment={s}"])) for s in SETTINGS if s != "scratch"}
     assert len(keys) == 1
     assert base_stage_key(compose_train(["experiment=transfer", "model.identity_encoder.backbone=iresnet18"])) not in keys
+
+
+def test_swav_stage_is_one_per_fraction_shared_by_the_seeds(tmp_path):
+    """ssl_20pct and ssl_100pct train SwAV on different images: different cache keys; seeds share theirs."""
+    from lightning_modules.ssl_stage import ssl_stage_key
+
+    start = tmp_path / "base.tar"
+    start.write_bytes(b"base weights")
+    key = {(s, seed): ssl_stage_key(compose_train([f"experiment={s}", f"seed={seed}"]), start)
+           for s in ("ssl_20pct", "ssl_100pct") for seed in (0, 1)}
+    assert key["ssl_20pct", 0] == key["ssl_20pct", 1] != key["ssl_100pct", 0] == key["ssl_100pct", 1]
+    start.write_bytes(b"other base weights")
+    assert ssl_stage_key(compose_train(["experiment=ssl_20pct"]), start) != key["ssl_20pct", 0]
 
 
 def test_ssl_encoder_is_exactly_what_mica_starts_from(tmp_path, toy_model):
