@@ -63,7 +63,9 @@ def make_views(batch_size: int, transform: FaceMultiCrop) -> list[torch.Tensor]:
 
 def training_rate(views: list[torch.Tensor], steps: int, device: str, resize_low_resolution: bool) -> float:
     """Crops per second over ``steps`` timed steps after one warm-up step."""
-    module = SwAVModule(build_identity_encoder("dlib_resnet"), resize_low_resolution=resize_low_resolution)
+    # the SSL stage's default encoder: dlib, mid-level features of stages 1-2, nothing frozen, backbone at 1e-5
+    encoder = build_identity_encoder("dlib_resnet", freeze="none", feature_stages=(1, 2))
+    module = SwAVModule(encoder, resize_low_resolution=resize_low_resolution, backbone_lr=1e-5)
     timer = StepTimer()
     trainer = pl.Trainer(
         accelerator=device, devices=1, max_steps=steps + 1, logger=False, enable_checkpointing=False,
