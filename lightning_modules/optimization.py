@@ -19,9 +19,8 @@ def encoder_parameter_groups(
 ) -> list[dict]:
     """One named group per head module with trainable parameters, then ``identity_encoder`` (at
     ``backbone_lr`` when given, else the optimiser's ``lr``); modules without trainable parameters are left out."""
-    groups = [{"params": trainable(m), "name": name} for name, m in heads.items() if trainable(m)]
-    encoder = trainable(identity_encoder)
-    if encoder:
+    groups = [{"params": params, "name": name} for name, m in heads.items() if (params := trainable(m))]
+    if encoder := trainable(identity_encoder):
         groups.append({"params": encoder, "name": "identity_encoder"})
         if backbone_lr is not None:
             groups[-1]["lr"] = backbone_lr

@@ -54,6 +54,7 @@ from torch import nn
 from torchmetrics import Metric
 from torchvision.transforms.v2 import functional as TF
 
+from faceregen.encoders.checkpoints import cpu_copy
 from faceregen.ssl.retrieval import RetrievalTop1
 from lightning_modules.optimization import encoder_parameter_groups, optimizer_with_scheduler
 
@@ -242,7 +243,7 @@ class SwAVModule(pl.LightningModule):
         with ``IdentityEncoder.load_encoder_state`` and into ``MappingNetwork``."""
         state = {"identity_encoder": self.identity_encoder.encoder_state_dict()}
         if self.mapping_network is not None:
-            state["mapping_network"] = {k: v.detach().cpu().clone() for k, v in self.mapping_network.state_dict().items()}
+            state["mapping_network"] = cpu_copy(self.mapping_network.state_dict())
         return state
 
     def configure_optimizers(self):

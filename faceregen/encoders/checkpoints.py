@@ -29,6 +29,11 @@ SHOWN_KEYS = 5
 StateDict = dict[str, torch.Tensor]
 
 
+def cpu_copy(state: StateDict) -> StateDict:
+    """Detached CPU copies of a state dict's tensors (what later training cannot change)."""
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:SHOWN_KEYS])
     return f"{shown}, ... ({len(items)} in all)" if len(items) > SHOWN_KEYS else shown
@@ -121,8 +126,8 @@ def save_mica_checkpoint(path: str | Path, encoder_state: StateDict, mapping_sta
     from faceregen.io import atomic_path
 
     payload = {
-        MICA_ENCODER_KEY: {k: v.detach().cpu().clone() for k, v in encoder_state.items()},
-        MICA_GENERATOR_KEY: {MICA_MAPPING_PREFIX + k: v.detach().cpu().clone() for k, v in mapping_state.items()},
+        MICA_ENCODER_KEY: cpu_copy(encoder_state),
+        MICA_GENERATOR_KEY: {MICA_MAPPING_PREFIX + k: v for k, v in cpu_copy(mapping_state).items()},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceregen.encoders.checkpoints import StateDict, load_state_strict
+from faceregen.encoders.checkpoints import StateDict, cpu_copy, load_state_strict
 
 FREEZE_MODES = ("none", "mica", "all")
 
@@ -222,10 +222,7 @@ class IdentityEncoder(nn.Module):
         """The encoder entry of a MICA-layout checkpoint: the backbone's own keys (insightface / dlib) and,
         with mid-level features, ``feature_standardizer.*``."""
         prefix = "backbone."
-        return {
-            (k[len(prefix) :] if k.startswith(prefix) else k): v.detach().cpu().clone()
-            for k, v in self.state_dict().items()
-        }
+        return cpu_copy({(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in self.state_dict().items()})
 
     def load_encoder_state(self, state: StateDict, source: str | Path) -> None:
         """Inverse of :meth:`encoder_state_dict`, strict (a file without the standardisation statistics
