@@ -1,7 +1,10 @@
 """The synthetic Cir3D-FaIR dataset: random heads ``G(z)``, wounds carved into them, grey renders.
 
 For identity ``i`` (named ``<identity_prefix>%05d`` of ``i + 1``, ``CTM00001``...): ``z ~ N(0, I) * code_scale``
-from the generator seeded by ``(seed, i)``, complete head ``G(z)``; variant ``k`` carves wound type
+from the generator seeded by ``(seed, i)``, complete head ``G(z)`` plus, when ``detail_rms_mm > 0``, the
+identity's own smooth surface detail (:mod:`faceregen.synthetic.surface_detail`: a band-limited displacement
+along the normals, ``detail_rms_mm`` RMS over the face, seeded by ``(seed, i, 0)``) that no face model
+reproduces, so the ground truth is not the decoder's own output; variant ``k`` carves wound type
 ``wound_types[(i K + k) mod T]`` with the generator seeded by ``(seed, i, k + 1)``, renders the imperfect head
 under each light and projects the landmarks. Results depend on ``(seed, i, k)`` only, not on which worker ran
 what, so any number of workers, and a resumed run, give the same bytes.
@@ -27,9 +30,10 @@ Layout under ``root`` (see the project's shared contracts)::
     data2D/<group>/<sample>/landmarks.npz      points_px (L, P, 2) float32, names (P,); with pose jitter also
                                                pose_deg (3,) float32 (yaw, pitch, roll), with light jitter
                                                light_dirs (L, 3) float32 (the unit directions rendered)
-    label/<group>/<sample>.obj                 complete head (mm, face-model topology)
+    label/<group>/<sample>.obj                 complete head (mm, face-model topology; with its detail)
     imperfect/<group>/<sample>.obj             wounded head
-    wound/<group>/<sample>.npz                 mask (V,) bool, depth_mm (V,) float32, wound_type, code (K,)
+    wound/<group>/<sample>.npz                 mask (V,) bool, depth_mm (V,) float32, wound_type, code (K,) (the
+                                               z the head was drawn from, before its detail)
     contact_sheet.png                          a few samples under every light, wound overlaid in red
     manifest.json                              written last
 
@@ -57,6 +61,7 @@ from tqdm import tqdm
 from faceregen.face_model.linear import FIVE_POINT_NAMES, LinearFaceModel
 from faceregen.io import atomic_write_bytes, atomic_write_text
 from faceregen.mesh_io import read_mesh, write_mesh
+from faceregen.synthetic.surface_detail import DETAIL_STREAM, SurfaceDetail
 from faceregen.synthetic.wounds import NO_WOUND, WOUND_TYPES, make_wound
 
 if TYPE_CHECKING:  # rendering imports VTK: only the functions that render import it
@@ -69,7 +74,7 @@ FRAMED_REGIONS = ("face", "forehead", "nose", "lips", "eye_region")
 #: Parameters of an unfinished run, checked on resume; removed once the manifest is written.
 PENDING_PARAMS_NAME = ".generate_params.json"
 #: Settings added after the first datasets: in the manifest only when not at their defaults (same bytes as before).
-LATER_SETTINGS = ("identity_prefix", "pose_jitter_deg", "light_jitter")
+LATER_SETTINGS = ("identity_prefix", "pose_jitter_deg", "light_jitter", "detail_rms_mm", "detail_band")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class GeneratorSettings:
     identity_prefix: str = "CTM"
     pose_jitter_deg: float = 0.0
     light_jitter: float = 0.0
+    detail_rms_mm: float = 0.0
+    detail_band: tuple[int, int] = (16, 256)
     wound_params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -113,6 +120,10 @@ class GeneratorSettings:
             raise ValueError(f"pose_jitter_deg={self.pose_jitter_deg}: expected degrees in [0, 90)")
         if self.light_jitter < 0.0:
             raise ValueError(f"light_jitter={self.light_jitter}: expected >= 0")
+        if self.detail_rms_mm < 0.0:
+            raise ValueError(f"detail_rms_mm={self.detail_rms_mm}: expected >= 0 mm")
+        if len(self.detail_band) != 2 or not 0 <= self.detail_band[0] < self.detail_band[1]:
+            raise ValueError(f"detail_band={list(self.detail_band)}: expected [low, high] eigenfunction indices, 0 <= low < high")
 
     def to_dict(self) -> dict:
         return {
@@ -126,7 +137,7 @@ class GeneratorSettings:
             "code_scale": self.code_scale,
             "group": self.group,
             **{
-                f.name: getattr(self, f.name)
+                f.name: list(getattr(self, f.name)) if f.name == "detail_band" else getattr(self, f.name)
                 for f in fields(self)
                 if f.name in LATER_SETTINGS and getattr(self, f.name) != f.default
             },
@@ -210,15 +221,29 @@ def dataset_camera(model: LinearFaceModel, settings: GeneratorSettings) -> Camer
 _worker: dict = {}
 
 
-def _init_worker(model: LinearFaceModel, settings: GeneratorSettings, root: str) -> None:
-    """Per-process state: the face model, settings, camera (and, lazily, one VTK window)."""
-    _worker.update(model=model, settings=settings, root=Path(root), camera=dataset_camera(model, settings))
+def _init_worker(model: LinearFaceModel, settings: GeneratorSettings, root: str, detail: SurfaceDetail | None) -> None:
+    """Per-process state: the face model, settings, camera, surface detail (and, lazily, one VTK window)."""
+    _worker.update(
+        model=model, settings=settings, root=Path(root), camera=dataset_camera(model, settings), detail=detail
+    )
 
 
 def identity_code(seed: int, i: int, n_components: int, code_scale: float = 1.0) -> np.ndarray:
     """Identity ``i``'s shape code ``z ~ N(0, I) * code_scale`` (float32), drawn from the generator ``(seed, i)``."""
     rng = np.random.default_rng([seed, i])
     return (rng.standard_normal(n_components) * code_scale).astype(np.float32)
+
+
+def complete_head_mm(
+    model: LinearFaceModel, settings: GeneratorSettings, i: int, detail: SurfaceDetail | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Identity ``i``'s code ``z`` (K,) and complete head (V, 3): ``G(z)``, plus its own surface detail when
+    ``detail`` is given (:mod:`faceregen.synthetic.surface_detail`, stream ``(seed, i, DETAIL_STREAM)``)."""
+    code = identity_code(settings.seed, i, model.n_components, settings.code_scale)
+    complete = model.vertices_mm(code)
+    if detail is not None:
+        complete = detail.apply(complete, model.faces, np.random.default_rng([settings.seed, i, DETAIL_STREAM]))
+    return code, complete
 
 
 def head_centre_mm(vertices_mm: np.ndarray) -> np.ndarray:
@@ -257,8 +282,7 @@ def _generate_identity(i: int) -> int:
     from faceregen.rendering import render_grey
 
     model, settings, root, camera = (_worker[k] for k in ("model", "settings", "root", "camera"))
-    code = identity_code(settings.seed, i, model.n_components, settings.code_scale)
-    complete = model.vertices_mm(code)
+    code, complete = complete_head_mm(model, settings, i, _worker["detail"])
     names = landmark_names(model)
     written = 0
     for k in range(settings.wounds_per_identity):
@@ -370,6 +394,8 @@ def generate_dataset(
     identity_prefix: str = "CTM",
     pose_jitter_deg: float = 0.0,
     light_jitter: float = 0.0,
+    detail_rms_mm: float = 0.0,
+    detail_band: Sequence[int] = (16, 256),
     **wound_params,
 ) -> Path:
     """Generate (or finish) the synthetic dataset under ``root``; returns the manifest's path.
@@ -400,6 +426,8 @@ def generate_dataset(
         identity_prefix=identity_prefix,
         pose_jitter_deg=float(pose_jitter_deg),
         light_jitter=float(light_jitter),
+        detail_rms_mm=float(detail_rms_mm),
+        detail_band=tuple(int(b) for b in detail_band),
         wound_params=dict(wound_params),
     )
     root = Path(root)
@@ -419,6 +447,9 @@ def generate_dataset(
     manifest_path = root / "manifest.json"
     if _check_resume(root, params):
         return manifest_path
+    detail = None
+    if settings.detail_rms_mm > 0:
+        detail = SurfaceDetail.for_face_model(face_model, settings.detail_rms_mm, settings.detail_band)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / PENDING_PARAMS_NAME, json.dumps(params, indent=1))
     _remove_stale_temporaries(root)
@@ -432,12 +463,12 @@ def generate_dataset(
     pending = [i for i in range(n_identities) if any((i, k) not in done for k in range(wounds_per_identity))]
     with tqdm(total=n_identities * wounds_per_identity, initial=len(done), desc="samples", unit="sample") as progress:
         if workers == 1:
-            _init_worker(face_model, settings, str(root))
+            _init_worker(face_model, settings, str(root), detail)
             for i in pending:
                 progress.update(_generate_identity(i))
         else:
             context = multiprocessing.get_context("spawn")
-            with context.Pool(workers, initializer=_init_worker, initargs=(face_model, settings, str(root))) as pool:
+            with context.Pool(workers, initializer=_init_worker, initargs=(face_model, settings, str(root), detail)) as pool:
                 for written in pool.imap_unordered(_generate_identity, pending):
                     progress.update(written)
 
