@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from faceregen.face_model.anthropometry import compare_to_survey, format_comparison
 from faceregen.face_model.linear import LinearFaceModel
 from faceregen.face_model.regions_anny import anny_ear_regions, anny_landmarks, anny_regions, mesh_report
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     import anny
 
 #: Bump when the build changes (sampling, frame, centring, regions, landmarks): it is in the cache name.
-ANNY_PCA_VERSION = 1
+ANNY_PCA_VERSION = 2
 ANNY_HEAD = {"rig": "makehuman-head", "topology": "head", "local_changes": "all"}
 #: Anny's (x, y, z) metres -> face-model (x, y, z) millimetres: x stays, y = Anny z, z = -Anny y.
 ANNY_TO_FACE_FRAME_MM = 1000.0 * np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
@@ -54,14 +55,20 @@ PHENOTYPE_RANGES = {
     "gender": (0.0, 1.0),
     "muscle": (0.1, 0.9),
     "weight": (0.1, 0.9),
-    "height": (0.1, 0.9),
+    "height": (0.4, 0.6),
     "proportions": (0.1, 0.9),
 }
 HEAD_LOCAL_CHANGE_PREFIXES = (
     "head-", "forehead-", "eyebrows-", "l-eye-", "r-eye-", "nose-", "mouth-", "chin-",
     "l-cheek-", "r-cheek-", "l-ear-", "r-ear-", "neck-", "measure-neck-",
 )  # fmt: skip
-LOCAL_CHANGE_STD = 0.4
+LOCAL_CHANGE_STD = 0.2
+#: Per-axis scale (x, y, z) of every sampled head (after centring), with the height range and
+#: LOCAL_CHANGE_STD above calibrated so that the heads' head breadth, head length, bizygomatic breadth and
+#: face height agree with ANSUR II (:mod:`faceregen.face_model.anthropometry`, an even mix of sexes) in mean
+#: and SD: Anny's heads are ~6% narrow, ~7% long, ~4% short in the face, and with heights over [0.1, 0.9]
+#: and local changes of std 0.4 their sizes spread 2.5x the survey's (``bench/bench_anthropometry.py``).
+ANSUR_AXIS_SCALE = (1.059, 1.042, 0.928)
 SAMPLE_BATCH = 256
 #: Component counts at which ``info`` records variance explained and held-out error (those <= K).
 REPORTED_COMPONENTS = (10, 25, 50, 100, 200, 300)
@@ -138,7 +145,8 @@ def anny_rest_vertices_m(head: anny.Anny, phenotypes: np.ndarray, local_changes:
 
 
 def sample_anny_heads_mm(n_samples: int, seed: int, progress: bool = True) -> np.ndarray:
-    """``n_samples`` adult Anny heads (N, V, 3) float32, face-model frame, mm, centred; deterministic in ``seed``."""
+    """``n_samples`` adult Anny heads (N, V, 3) float32, face-model frame, mm, centred, scaled by
+    :data:`ANSUR_AXIS_SCALE`; deterministic in ``seed``."""
     head = load_anny_head()
     ears = anny_ear_regions(head)
     phenotypes, local_changes = sample_head_parameters(head, n_samples, np.random.default_rng(seed))
@@ -147,7 +155,7 @@ def sample_anny_heads_mm(n_samples: int, seed: int, progress: bool = True) -> np
     for start in tqdm(starts, desc="sampling Anny heads", unit="batch", disable=not progress):
         rows = slice(start, start + SAMPLE_BATCH)
         vertices_m = anny_rest_vertices_m(head, phenotypes[rows], local_changes[rows])
-        heads[rows] = centre_heads(anny_to_face_frame_mm(vertices_m), ears)
+        heads[rows] = centre_heads(anny_to_face_frame_mm(vertices_m), ears) * np.asarray(ANSUR_AXIS_SCALE)
     return heads
 
 
@@ -247,7 +255,7 @@ def build_anny_face_model(
         "region_sizes": {name: int(len(idx)) for name, idx in regions.items()},
         "timing_s": {"sampling": sampled - started, "pca": finished - sampled},
     }
-    return LinearFaceModel(
+    model = LinearFaceModel(
         name=f"anny-pca-v{ANNY_PCA_VERSION}",
         mean_mm=mean_mm.astype(np.float32),
         basis_mm=basis_mm.astype(np.float32),
@@ -256,6 +264,8 @@ def build_anny_face_model(
         regions=regions,
         info=info,
     )
+    info["anthropometry"] = compare_to_survey(model, heads[:n_train])
+    return model
 
 
 def anny_cache_path(
@@ -281,5 +291,7 @@ def anny_face_model(
     if path.exists():
         return LinearFaceModel.load(path)
     model = build_anny_face_model(n_components, n_samples, seed, heldout_fraction)
+    print(f"face model {model.name}: the training heads against ANSUR II (adults, even mix of sexes)")
+    print(format_comparison(model.info["anthropometry"]))
     model.save(path)
     return model

@@ -63,3 +63,41 @@ def evaluation_vertices(face_model: LinearFaceModel) -> np.ndarray:
     mask[face_model.regions["left_eyeball"]] = False
     mask[face_model.regions["right_eyeball"]] = False
     return mask
+
+
+#: The face parts errors are reported for (the field's regions: REALY's nose, mouth, forehead, cheek; + chin).
+FACE_PARTS = ("nose", "forehead", "cheeks", "lips", "chin")
+
+
+def face_parts(face_model: LinearFaceModel) -> dict[str, np.ndarray]:
+    """Boolean (V,) masks of :data:`FACE_PARTS`, cut from the model's ``face`` region on the mean head by its
+    five landmarks, so every face model gets the same parts (as REALY cuts its regions by keypoints). With
+    ``d`` the distance between the eye centres, ``m`` the mouth corners' midpoint, ``n`` the mean head's
+    unit vertex normals, and only forward-facing face vertices (``n_z > 0.3``):
+
+    * ``forehead``: the model's ``forehead`` region.
+    * ``nose``: within ``0.28 d`` of the nose tip's x (the alar width), from ``0.2 d`` below the nose tip
+      up to the eyes' height.
+    * ``lips``: within the mouth corners' half-width + ``0.1 d`` of ``m``'s x, from ``0.25 d`` below
+      ``m`` up to the nose's lower end.
+    * ``chin``: as wide as the lips, below them, at most ``0.3 d`` behind ``m`` (not its underside).
+    * ``cheeks``: between ``m``'s and the eyes' heights, beside the nose and the lips, outside the model's
+      ``eye_region``.
+    """
+    from faceregen.mesh_io import vertex_normals
+
+    mean = face_model.mean_mm.astype(np.float64)
+    face = face_model.region_mask("face") & (vertex_normals(mean, face_model.faces)[:, 2] > 0.3)
+    points = dict(zip(face_model.landmarks.names, face_model.landmarks.positions(mean[None])[0]))
+    d = np.linalg.norm(points["left_eye"] - points["right_eye"])
+    eyes_y = 0.5 * (points["left_eye"][1] + points["right_eye"][1])
+    mouth = 0.5 * (points["left_mouth_corner"] + points["right_mouth_corner"])
+    mouth_half_width = 0.5 * np.linalg.norm(points["left_mouth_corner"] - points["right_mouth_corner"]) + 0.1 * d
+    nose_bottom_y = points["nose_tip"][1] - 0.2 * d
+    x, y, z = mean[:, 0], mean[:, 1], mean[:, 2]
+    nose = face & (np.abs(x - points["nose_tip"][0]) < 0.28 * d) & (y >= nose_bottom_y) & (y <= eyes_y)
+    beside_mouth = np.abs(x - mouth[0]) < mouth_half_width
+    lips = face & beside_mouth & (y >= mouth[1] - 0.25 * d) & (y < nose_bottom_y)
+    chin = face & beside_mouth & (y < mouth[1] - 0.25 * d) & (z > mouth[2] - 0.3 * d)
+    cheeks = face & ~nose & ~lips & ~face_model.region_mask("eye_region") & (y > mouth[1]) & (y < eyes_y)
+    return {"nose": nose, "forehead": face_model.region_mask("forehead"), "cheeks": cheeks, "lips": lips, "chin": chin}

@@ -19,6 +19,14 @@ from faceregen.io import atomic_path
 #: (image left to right: the subject's right eye appears on the image's left).
 FIVE_POINT_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
 
+#: NoW's seven landmarks, in now_evaluation's order: the outer and inner corners of the subject's right eye,
+#: the inner and outer corners of the left eye, the nose bottom (subnasale), the right and left mouth
+#: corners. The face-region error (:func:`faceregen.evaluation.scan_to_mesh.now_distance`) needs them.
+NOW_LANDMARKS = (
+    "right_eye_outer", "right_eye_inner", "left_eye_inner", "left_eye_outer", "nose_bottom",
+    "right_mouth_corner", "left_mouth_corner",
+)  # fmt: skip
+
 #: Region names every source provides (possibly empty where a source has no such part).
 REGION_NAMES = (
     "face",

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceregen.face_model.linear import FIVE_POINT_NAMES, Landmarks
+from faceregen.face_model.linear import FIVE_POINT_NAMES, NOW_LANDMARKS, Landmarks
 
 if TYPE_CHECKING:
     import anny
@@ -146,12 +146,18 @@ def anny_regions(head: anny.Anny, mean_mm: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def anny_landmarks(head: anny.Anny, regions: dict[str, np.ndarray], mean_mm: np.ndarray) -> Landmarks:
-    """:data:`FIVE_POINT_NAMES` as fixed vertex combinations, chosen on the mean head ``mean_mm`` (V, 3).
+    """:data:`FIVE_POINT_NAMES`, then the other :data:`NOW_LANDMARKS`, as fixed vertex combinations chosen
+    on the mean head ``mean_mm`` (V, 3).
 
     * ``right_eye``/``left_eye``: the mean of the eyelid ring (centre of the eye opening).
     * ``nose_tip``: the nose vertex farthest forward (largest z; pronasale).
     * ``right_mouth_corner``/``left_mouth_corner``: the lip-ring vertices of smallest / largest x
       (cheilion; the subject's right is -x).
+    * ``<side>_eye_inner``/``<side>_eye_outer``: the eyelid-ring vertices nearest to / farthest from the
+      midline (endocanthion, exocanthion).
+    * ``nose_bottom``: the deepest (smallest z) ``face`` vertex within 1.5 mm of the midline in the upper
+      half between the mouth corners' and the nose tip's heights (subnasale, where the columella meets the
+      upper lip; the lower half holds the mouth opening).
 
     Anny ships only COCO body keypoints (no 68-point iBUG set), so no ``ibug_*`` landmarks exist.
     """
@@ -165,14 +171,25 @@ def anny_landmarks(head: anny.Anny, regions: dict[str, np.ndarray], mean_mm: np.
         "right_mouth_corner": lip_ring[[np.argmin(mean_mm[lip_ring, 0])]],
         "left_mouth_corner": lip_ring[[np.argmax(mean_mm[lip_ring, 0])]],
     }
+    for side in ("right", "left"):
+        ring = rings[f"{side}_eye"]
+        points[f"{side}_eye_inner"] = ring[[np.argmin(np.abs(mean_mm[ring, 0]))]]
+        points[f"{side}_eye_outer"] = ring[[np.argmax(np.abs(mean_mm[ring, 0]))]]
+    face = regions["face"]
+    mouth_y = mean_mm[points["right_mouth_corner"][0], 1]
+    tip = mean_mm[points["nose_tip"][0]]
+    upper_half = (mean_mm[face, 1] > 0.5 * (mouth_y + tip[1])) & (mean_mm[face, 1] < tip[1])
+    between = face[(np.abs(mean_mm[face, 0] - tip[0]) < 1.5) & upper_half]
+    points["nose_bottom"] = between[[np.argmin(mean_mm[between, 2])]]
+    names = FIVE_POINT_NAMES + tuple(n for n in NOW_LANDMARKS if n not in FIVE_POINT_NAMES)
     width = max(len(v) for v in points.values())
-    indices = np.zeros((len(FIVE_POINT_NAMES), width), dtype=np.int64)
-    weights = np.zeros((len(FIVE_POINT_NAMES), width), dtype=np.float32)
-    for row, name in enumerate(FIVE_POINT_NAMES):
+    indices = np.zeros((len(names), width), dtype=np.int64)
+    weights = np.zeros((len(names), width), dtype=np.float32)
+    for row, name in enumerate(names):
         idx = points[name]
         indices[row, : len(idx)] = idx
         weights[row, : len(idx)] = 1.0 / len(idx)
-    return Landmarks(FIVE_POINT_NAMES, indices, weights)
+    return Landmarks(names, indices, weights)
 
 
 def mesh_report(vertices_mm: np.ndarray, faces: np.ndarray) -> dict:
