@@ -1,4 +1,5 @@
-"""Write each run's metrics as JSON where ``evaluate.py`` finds them: ``<run dir>/metrics.json``."""
+"""Write each run's metrics where ``evaluate.py`` finds them: ``<run dir>/metrics.json`` and, after a test,
+the per-image test metrics ``<run dir>/test_samples.csv`` (for paired comparisons between settings)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 
+from faceregen.evaluation.table import csv_text
 from faceregen.io import atomic_write_text
+
+#: Per-image test metrics of a run, beside metrics.json: one row per test image (sample, identity, light,
+#: then the protocol's metrics, ``faceregen.evaluation.protocol.SAMPLE_METRICS``).
+TEST_SAMPLES_NAME = "test_samples.csv"
 
 
 def _plain(metrics: dict) -> dict[str, float]:
@@ -63,6 +70,13 @@ class MetricsJSON(pl.Callback):
             return
         self.test = {k: v for k, v in _plain(trainer.callback_metrics).items() if k.startswith("test/")}
         self._write(trainer)
+        samples = pl_module.test_sample_metrics() if hasattr(pl_module, "test_sample_metrics") else {}
+        describe = getattr(trainer.datamodule, "describe_items", None)
+        if samples and describe is not None:
+            columns = {**describe(samples.pop("index").astype(np.int64)), **samples}
+            n_images = len(columns["sample"])
+            rows = [{name: value[i].item() for name, value in columns.items()} for i in range(n_images)]
+            atomic_write_text(self.path.parent / TEST_SAMPLES_NAME, csv_text(rows))
 
     def _write(self, trainer: pl.Trainer) -> None:
         ckpt = trainer.checkpoint_callback

@@ -551,6 +551,16 @@ class Cir3DFaIRDataModule(pl.LightningDataModule):
         identities = set(self.ssl_identities if split == "ssl" else self.split[split])
         return [self._samples[n] for n in self.cache.sample_names if self._samples[n].identity in identities]
 
+    def describe_items(self, items: Sequence[int]) -> dict[str, np.ndarray]:
+        """``sample``, ``identity`` and ``light`` (N,) of cache items (a batch's ``index``)."""
+        cache = self.cache
+        samples = cache.item_sample[np.asarray(items, dtype=np.int64)]
+        return {
+            "sample": np.asarray(cache.sample_names)[samples],
+            "identity": np.asarray(cache.identities)[cache.sample_identity[samples]],
+            "light": cache.item_light[np.asarray(items, dtype=np.int64)],
+        }
+
     def _loader(self, dataset: Cir3DFaIRDataset, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,

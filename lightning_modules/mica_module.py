@@ -9,17 +9,25 @@ The supervised half of the paper (section 2, Eq. 1-3)::
 Validation and test report the authors' metric, the mean per-vertex Euclidean distance in mm, over
 the whole face (eyeballs excluded) and separately inside and outside the wound; also the distance after a
 similarity fit of each prediction to its ground truth (the shape alone) and the mean shape's distance (the
-baseline a model has to beat).
+baseline a model has to beat). Beside them, every per-sample metric of the evaluation protocol
+(:mod:`faceregen.evaluation.protocol`: the authors' MSE in mm^2, face-region and per-part errors after a rigid
+fit, inside / outside the wound, the NoW-style face-region error), logged as ``<stage>/<metric>``: the mean
+over the stage's images. The NoW protocol runs on every test image and on the first ``now_val_images``
+validation images of each epoch (it costs ~0.1 s an image). The test's per-image values are kept
+(:meth:`MICAModule.test_sample_metrics`) for paired comparisons between settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import CatMetric, MeanMetric
+
+from faceregen.evaluation.protocol import SAMPLE_METRICS, EvaluationProtocol
 
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
@@ -48,6 +56,7 @@ class MICAModule(pl.LightningModule):
         scheduler: optional partial LR scheduler.
         base_checkpoint: MICA-layout checkpoint (``mica.tar`` or the embedded base model) to start from.
         n_components: how many face-model components the mapping network predicts (None: all).
+        now_val_images: validation images per epoch that get the NoW protocol (the first ones; 0: none).
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class MICAModule(pl.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         base_checkpoint: str | None = None,
         n_components: int | None = None,
+        now_val_images: int = 120,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler"])
@@ -76,6 +86,11 @@ class MICAModule(pl.LightningModule):
         self.distance = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in ("val", "test") for name in DISTANCE_METRICS}
         )
+        self.protocol = EvaluationProtocol.for_face_model(face_model)
+        self.sample_metrics = nn.ModuleDict(
+            {f"{stage}_{name}": CatMetric(nan_strategy="disable") for stage in ("val", "test") for name in (*SAMPLE_METRICS, "index")}
+        )
+        self._now_images_seen = 0
         if base_checkpoint:
             self.load_base_checkpoint(base_checkpoint)
 
@@ -127,7 +142,43 @@ class MICAModule(pl.LightningModule):
                 metric = self.distance[f"{stage}_{name}"]
                 metric.update(total / count, weight=count)
                 self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "mean_distance_mm")
+        self._update_sample_metrics(pred, batch, stage)
         return loss
+
+    def _update_sample_metrics(self, pred: torch.Tensor, batch: dict, stage: str) -> None:
+        """The protocol's per-image metrics of this batch (NoW on test, and on the first val images)."""
+        now = stage == "test" or self._now_images_seen < self.hparams.now_val_images
+        wound = (batch["wound_mask"] & batch["has_wound_mask"][:, None]).cpu().numpy()
+        values = self.protocol.per_sample(pred.detach().cpu().numpy(), batch["vertices_mm"].cpu().numpy(), wound, now=now)
+        self._now_images_seen += len(pred) if now and stage == "val" else 0
+        for name, value in values.items():
+            self.sample_metrics[f"{stage}_{name}"].update(torch.as_tensor(value, dtype=torch.float32, device=self.device))
+        self.sample_metrics[f"{stage}_index"].update(batch["index"].to(self.device, torch.float32))
+
+    def _log_sample_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """Log each protocol metric's mean over the stage's images (NaN entries left out); returns the
+        per-image values (with ``index``, the cache item of each image) and resets them."""
+        values = {name: self.sample_metrics[f"{stage}_{name}"].compute() for name in (*SAMPLE_METRICS, "index")}
+        for name in SAMPLE_METRICS:
+            finite = values[name][torch.isfinite(values[name])]
+            if len(finite):
+                self.log(f"{stage}/{name}", finite.mean(), sync_dist=False)
+        for name in (*SAMPLE_METRICS, "index"):
+            self.sample_metrics[f"{stage}_{name}"].reset()
+        return values
+
+    def on_validation_epoch_start(self) -> None:
+        self._now_images_seen = 0
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_sample_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._test_samples = self._log_sample_metrics("test")
+
+    def test_sample_metrics(self) -> dict[str, np.ndarray]:
+        """The last test's per-image metrics (:data:`SAMPLE_METRICS` and ``index``, the cache item), (N,) each."""
+        return {name: value.cpu().numpy() for name, value in getattr(self, "_test_samples", {}).items()}
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._evaluate(batch, "val")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from faceregen.face_model.linear import FIVE_POINT_NAMES, REGION_NAMES, Landmarks, LinearFaceModel
+from faceregen.face_model.linear import FIVE_POINT_NAMES, NOW_LANDMARKS, REGION_NAMES, Landmarks, LinearFaceModel
 
 TOY_LANDMARKS_XY_MM = {
     "right_eye": (-32.0, 25.0),
@@ -13,7 +13,13 @@ TOY_LANDMARKS_XY_MM = {
     "nose_tip": (0.0, -5.0),
     "right_mouth_corner": (-24.0, -42.0),
     "left_mouth_corner": (24.0, -42.0),
+    "right_eye_outer": (-44.0, 25.0),
+    "right_eye_inner": (-20.0, 25.0),
+    "left_eye_inner": (20.0, 25.0),
+    "left_eye_outer": (44.0, 25.0),
+    "nose_bottom": (0.0, -22.0),
 }
+LANDMARK_NAMES = FIVE_POINT_NAMES + tuple(n for n in NOW_LANDMARKS if n not in FIVE_POINT_NAMES)
 
 
 def toy_face_model(subdivisions: int = 4) -> LinearFaceModel:
@@ -29,12 +35,12 @@ def toy_face_model(subdivisions: int = 4) -> LinearFaceModel:
     mean[:, 2] += 28.0 * nose_bump
     front = np.flatnonzero(mean[:, 2] > 0)
     indices = np.array(
-        [[front[np.argmin(np.linalg.norm(mean[front, :2] - TOY_LANDMARKS_XY_MM[n], axis=1))]] for n in FIVE_POINT_NAMES]
+        [[front[np.argmin(np.linalg.norm(mean[front, :2] - TOY_LANDMARKS_XY_MM[n], axis=1))]] for n in LANDMARK_NAMES]
     )
-    landmarks = Landmarks(FIVE_POINT_NAMES, indices.astype(np.int64), np.ones((5, 1), np.float32))
+    landmarks = Landmarks(LANDMARK_NAMES, indices.astype(np.int64), np.ones((len(LANDMARK_NAMES), 1), np.float32))
 
     def ball(name: str, radius_mm: float) -> np.ndarray:
-        centre = mean[indices[FIVE_POINT_NAMES.index(name), 0]]
+        centre = mean[indices[LANDMARK_NAMES.index(name), 0]]
         return np.flatnonzero(np.linalg.norm(mean - centre, axis=1) < radius_mm)
 
     x, y, z = mean.T

@@ -21,6 +21,7 @@ from scipy.spatial import cKDTree
 from trimesh.triangles import closest_point
 
 from faceregen import geometry
+from faceregen.face_model.linear import NOW_LANDMARKS
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,10 @@ def surface_samples(triangles: np.ndarray, spacing_mm: float) -> tuple[np.ndarra
     return np.concatenate(points), np.concatenate(owners), float((edges / n_per_triangle).max())
 
 
-def point_to_surface_distance_mm(
+def closest_points_on_surface(
     points_mm: np.ndarray, vertices_mm: np.ndarray, faces: np.ndarray, k: int = 16, chunk: int = 20000
-) -> np.ndarray:
-    """Exact distance (N,) from each point to the nearest point of the triangle surface.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact nearest point (N, 3) of the triangle surface to each point, and its distance (N,).
 
     Candidates: the triangles of the ``k`` nearest :func:`surface_samples` (spacing: half the median
     edge). A triangle none of whose samples is among them is at least ``d_k - r`` away (``d_k``: the
@@ -100,6 +101,7 @@ def point_to_surface_distance_mm(
     samples, owners, radius = surface_samples(triangles, max(spacing, 1e-9))
     tree = cKDTree(samples)
     distances = np.empty(len(points))
+    closest = np.empty((len(points), 3))
     for start in range(0, len(points), chunk):
         pending = np.arange(start, min(start + chunk, len(points)))
         n_candidates = min(k, len(samples))
@@ -108,13 +110,24 @@ def point_to_surface_distance_mm(
             sample_distance = sample_distance.reshape(len(pending), n_candidates)
             candidates = owners[nearest_samples.reshape(len(pending), n_candidates)]
             repeated = np.repeat(points[pending], n_candidates, axis=0)
-            nearest = closest_point(triangles[candidates.ravel()], repeated)
-            best = np.linalg.norm(nearest - repeated, axis=1).reshape(len(pending), n_candidates).min(axis=1)
+            nearest = closest_point(triangles[candidates.ravel()], repeated).reshape(len(pending), n_candidates, 3)
+            candidate_distance = np.linalg.norm(nearest - points[pending][:, None], axis=2)
+            choice = candidate_distance.argmin(axis=1)
+            best = candidate_distance[np.arange(len(pending)), choice]
             settled = (n_candidates == len(samples)) | (sample_distance[:, -1] - radius >= best)
             distances[pending[settled]] = best[settled]
+            closest[pending[settled]] = nearest[np.arange(len(pending)), choice][settled]
             pending = pending[~settled]
             n_candidates = min(2 * n_candidates, len(samples))
-    return distances
+    return closest, distances
+
+
+def point_to_surface_distance_mm(
+    points_mm: np.ndarray, vertices_mm: np.ndarray, faces: np.ndarray, k: int = 16, chunk: int = 20000
+) -> np.ndarray:
+    """Exact distance (N,) from each point to the nearest point of the triangle surface
+    (:func:`closest_points_on_surface`)."""
+    return closest_points_on_surface(points_mm, vertices_mm, faces, k, chunk)[1]
 
 
 def scan_to_mesh_distance(
@@ -140,6 +153,75 @@ def scan_to_mesh_distance(
     alignment = umeyama(mesh_landmarks_mm, scan_landmarks_mm, with_scale=with_scale)
     aligned_vertices = alignment.apply(_points("mesh vertices", mesh_vertices_mm))
     distances = point_to_surface_distance_mm(scan_points_mm, aligned_vertices, mesh_faces)
+    return {
+        "median_mm": float(np.median(distances)),
+        "mean_mm": float(distances.mean()),
+        "std_mm": float(distances.std()),
+        "n_points": int(len(distances)),
+        "distances_mm": distances,
+        "alignment": alignment,
+    }
+
+
+def now_crop_sphere(landmarks_mm: np.ndarray) -> tuple[np.ndarray, float]:
+    """NoW's face crop from the scan's :data:`NOW_LANDMARKS` (7, 3): centre and radius (mm).
+
+    ``bridge`` = midpoint of the inner eye corners; centre = ``nose_bottom + 0.3 (bridge - nose_bottom)``;
+    radius = ``1.4 (|outer_right - outer_left| + |bridge - nose_bottom|) / 2``.
+    """
+    landmarks = _points("NoW landmarks", landmarks_mm, len(NOW_LANDMARKS))
+    bridge = 0.5 * (landmarks[1] + landmarks[2])
+    centre = landmarks[4] + 0.3 * (bridge - landmarks[4])
+    radius = 1.4 * (np.linalg.norm(landmarks[0] - landmarks[3]) + np.linalg.norm(bridge - landmarks[4])) / 2
+    return centre, float(radius)
+
+
+def now_distance(
+    scan_points_mm: np.ndarray,
+    scan_landmarks_mm: np.ndarray,
+    mesh_vertices_mm: np.ndarray,
+    mesh_faces: np.ndarray,
+    mesh_landmarks_mm: np.ndarray,
+    metrical: bool = False,
+    refine_iterations: int = 10,
+) -> dict:
+    """The NoW protocol: crop, align, scan-to-mesh distance.
+
+    1. Crop the scan to :func:`now_crop_sphere` of its landmarks.
+    2. Align the predicted mesh by its :data:`NOW_LANDMARKS` (Umeyama; similarity, or rigid when
+       ``metrical``), then refine by ICP: each iteration fits the same kind of transform from the nearest
+       surface points of the aligned mesh to the cropped scan points and composes it (the scan-to-mesh
+       distance does not increase); it stops when the RMS distance changes by less than 1e-4 mm.
+    3. The exact distance of every cropped scan point to the aligned surface: median, mean, std (mm).
+
+    Only triangles with a vertex within 1.5 crop radii of the crop centre after the landmark alignment take
+    part (a farther triangle is at least half a radius from every cropped point, farther than any nearest
+    distance of a sensible prediction).
+    """
+    scan = _points("scan points", scan_points_mm)
+    vertices = _points("mesh vertices", mesh_vertices_mm)
+    faces = np.asarray(mesh_faces, dtype=np.int64)
+    centre, radius = now_crop_sphere(scan_landmarks_mm)
+    crop = scan[np.linalg.norm(scan - centre, axis=1) <= radius]
+    if len(crop) < 3:
+        raise ValueError(f"the NoW crop (centre {np.round(centre, 1)}, radius {radius:.1f} mm) holds {len(crop)} scan points")
+    alignment = umeyama(mesh_landmarks_mm, scan_landmarks_mm, with_scale=not metrical)
+    near = np.linalg.norm(alignment.apply(vertices) - centre, axis=1) <= 1.5 * radius
+    faces = faces[near[faces].any(axis=1)]
+    previous = np.inf
+    for _ in range(refine_iterations):
+        closest, distances = closest_points_on_surface(crop, alignment.apply(vertices), faces)
+        rms = float(np.sqrt(np.mean(distances**2)))
+        if previous - rms < 1e-4:
+            break
+        previous = rms
+        step = umeyama(closest, crop, with_scale=not metrical)
+        alignment = Similarity(
+            step.scale * alignment.scale,
+            step.rotation @ alignment.rotation,
+            step.scale * step.rotation @ alignment.translation + step.translation,
+        )
+    distances = point_to_surface_distance_mm(crop, alignment.apply(vertices), faces)
     return {
         "median_mm": float(np.median(distances)),
         "mean_mm": float(distances.mean()),
