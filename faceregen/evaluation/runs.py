@@ -1,4 +1,4 @@
-"""Finished training runs: finding them, their histories, rebuilding their model, predicting test faces.
+"""Finished training runs: finding them, their histories, testing and predicting test faces with their model.
 
 A run directory (``python train.py``: ``logs/<task_name>/runs/<time>/`` or ``.../multiruns/<time>/<n>/``)
 holds ``.hydra/config.yaml`` (the composed config: ``experiment_name``, ``seed``, ...), ``metrics.json``
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from faceregen.mesh_io import read_mesh
@@ -153,21 +153,7 @@ def best_run(runs: Sequence[RunRecord], experiment_name: str) -> RunRecord:
     return min(candidates, key=lambda r: r.test["test/mean_distance_mm"])
 
 
-# --- rebuilding a run's model and data ---------------------------------------------------------------
-def load_run(cfg: DictConfig, checkpoint: str | Path):
-    """``(datamodule, module)`` built from a run config (:func:`lightning_modules.checkpoints.run_config`), with ``checkpoint`` loaded and
-    the module in eval mode on the GPU when there is one (set up for the test split)."""
-    from lightning_modules.runner import prepare_data_and_model  # the training side depends on faceregen, not back
-
-    from lightning_modules.checkpoints import load_mica_state
-
-    datamodule, module = prepare_data_and_model(cfg, base_checkpoint=None)
-    load_mica_state(module, checkpoint)
-    datamodule.setup("test")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return datamodule, module.to(device).eval()
-
-
+# --- testing a rebuilt run (lightning_modules.checkpoints.load_trained_run) ---------------------------
 def evaluate_test_split(module, datamodule) -> dict[str, float]:
     """The module's ``test/*`` metrics on the datamodule's test split (a bare Lightning test loop)."""
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
