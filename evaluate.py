@@ -22,7 +22,7 @@ from tqdm import tqdm
 from faceregen.evaluation import figures, runs, table
 from faceregen.io import atomic_write_text
 from faceregen.plotting import save_figure
-from lightning_modules.checkpoints import load_trained_run
+from lightning_modules.checkpoints import evaluate_test_split, load_trained_run
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def reevaluated(records: list[runs.RunRecord], cfg: DictConfig) -> list[runs.Run
             updated.append(run)
             continue
         trained = load_trained_run(checkpoint, cfg.paths, data_overrides(cfg), cfg.trusted_targets, device="auto")
-        test = runs.evaluate_test_split(trained.module, trained.test_datamodule())
+        test = evaluate_test_split(trained.module, trained.test_datamodule())
         updated.append(dataclasses.replace(run, metrics={**run.metrics, "test": test}))
     return updated
 
@@ -52,7 +52,7 @@ def write_checkpoint_results(cfg: DictConfig, checkpoint: Path, results_dir: Pat
     datamodule, module = trained.test_datamodule(), trained.module
     if test_metrics:
         metrics = {"checkpoint": str(checkpoint), "data_root": str(datamodule.root),
-                   **runs.evaluate_test_split(module, datamodule)}
+                   **evaluate_test_split(module, datamodule)}
         atomic_write_text(results_dir / "checkpoint_test.json", json.dumps(metrics, indent=2) + "\n")
     n_shown = cfg.figures.samples
     predictions = runs.predict_test_samples(module, datamodule, cfg.batch_size, None if cfg.export.fillings else n_shown)

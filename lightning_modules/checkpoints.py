@@ -1,4 +1,4 @@
-"""Trained runs back into memory (evaluate.py, reconstruct.py): a run's config, checked, and its MICAModule checkpoint.
+"""A trained run back into memory (evaluate.py, reconstruct.py): its config, checked; its checkpoint; its test metrics.
 
 A run folder is what people share, so nothing in it may run code. The checkpoint is read with
 ``torch.load(weights_only=True)``; the run's ``.hydra/config.yaml`` names the classes Hydra instantiates,
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -208,3 +209,10 @@ def load_trained_run(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return TrainedRun(config, face_model, module.eval().to(device))
+
+
+def evaluate_test_split(module, datamodule) -> dict[str, float]:
+    """The module's ``test/*`` metrics on the datamodule's test split (a bare Lightning test loop)."""
+    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False)
+    return {key: float(value) for key, value in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}

@@ -213,8 +213,7 @@ def test_bad_images_give_their_messages(tmp_path, loaded):
 def test_evaluate_rebuilds_the_run_with_the_test_split_of_another_folder(run_ckpt, dataset, loaded, tmp_path):
     """`evaluate.py ckpt=... data.root=<folder>`: the same rebuild as reconstruct.py's, plus the run's
     datamodule on that folder (the generator switched off), tested by a Lightning test loop."""
-    from faceregen.evaluation.runs import evaluate_test_split
-    from lightning_modules.checkpoints import load_trained_run
+    from lightning_modules.checkpoints import evaluate_test_split, load_trained_run
     from reconstruct import default_paths
 
     paths = {**default_paths(), "cache_dir": str(tmp_path / "cache")}

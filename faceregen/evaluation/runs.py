@@ -1,4 +1,4 @@
-"""Finished training runs: finding them, their histories, testing and predicting test faces with their model.
+"""Finished training runs: finding them, their histories, predicting test faces with their model.
 
 A run directory (``python train.py``: ``logs/<task_name>/runs/<time>/`` or ``.../multiruns/<time>/<n>/``)
 holds ``.hydra/config.yaml`` (the composed config: ``experiment_name``, ``seed``, ...), ``metrics.json``
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
@@ -151,14 +150,6 @@ def best_run(runs: Sequence[RunRecord], experiment_name: str) -> RunRecord:
         available = sorted({r.experiment_name for r in runs if r.best_checkpoint is not None})
         raise ValueError(f"no finished {experiment_name!r} run with a checkpoint; settings with one: {available}")
     return min(candidates, key=lambda r: r.test["test/mean_distance_mm"])
-
-
-# --- testing a rebuilt run (lightning_modules.checkpoints.load_trained_run) ---------------------------
-def evaluate_test_split(module, datamodule) -> dict[str, float]:
-    """The module's ``test/*`` metrics on the datamodule's test split (a bare Lightning test loop)."""
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False)
-    return {key: float(value) for key, value in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
 
 
 def sample_faces(sample) -> np.ndarray:
