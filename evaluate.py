@@ -22,7 +22,7 @@ from tqdm import tqdm
 from faceregen.evaluation import figures, runs, table
 from faceregen.io import atomic_write_text
 from faceregen.plotting import save_figure
-from lightning_modules.checkpoints import run_config
+from lightning_modules.checkpoints import evaluate_test_split, load_trained_run
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def reevaluated(records: list[runs.RunRecord], cfg: DictConfig) -> list[runs.Run
             log.info("%s: no checkpoint, keeping the stored test metrics", run.run_dir)
             updated.append(run)
             continue
-        datamodule, module = runs.load_run(run_config(run.run_dir, cfg.paths.root_dir, data_overrides(cfg)), checkpoint)
-        test = runs.evaluate_test_split(module, datamodule)
+        trained = load_trained_run(checkpoint, cfg.paths, data_overrides(cfg), cfg.trusted_targets, device="auto")
+        test = evaluate_test_split(trained.module, trained.test_datamodule())
         updated.append(dataclasses.replace(run, metrics={**run.metrics, "test": test}))
     return updated
 
@@ -48,11 +48,11 @@ def data_overrides(cfg: DictConfig) -> dict:
 
 def write_checkpoint_results(cfg: DictConfig, checkpoint: Path, results_dir: Path, test_metrics: bool) -> None:
     """Sample figures (and, when asked, the test metrics and the fillings) of one checkpoint's test split."""
-    run_dir = checkpoint.resolve().parent.parent
-    datamodule, module = runs.load_run(run_config(run_dir, cfg.paths.root_dir, data_overrides(cfg)), checkpoint)
+    trained = load_trained_run(checkpoint, cfg.paths, data_overrides(cfg), cfg.trusted_targets, device="auto")
+    datamodule, module = trained.test_datamodule(), trained.module
     if test_metrics:
         metrics = {"checkpoint": str(checkpoint), "data_root": str(datamodule.root),
-                   **runs.evaluate_test_split(module, datamodule)}
+                   **evaluate_test_split(module, datamodule)}
         atomic_write_text(results_dir / "checkpoint_test.json", json.dumps(metrics, indent=2) + "\n")
     n_shown = cfg.figures.samples
     predictions = runs.predict_test_samples(module, datamodule, cfg.batch_size, None if cfg.export.fillings else n_shown)

@@ -1,11 +1,12 @@
 """Restore faces from photos with a trained run: ``python reconstruct.py image=photo.png ckpt=<run>/checkpoints/last.ckpt``.
 
-The model is rebuilt from the run's ``.hydra/config.yaml`` (face model + MICAModule) and the checkpoint's
-``state_dict`` is loaded strictly (``torch.load(weights_only=True)``); anything but a Lightning checkpoint
-of MICAModule (a SwAV checkpoint, MICA's ``mica.tar``, a random file) stops the run with an error naming
-the file. Each image then goes through :class:`faceregen.reconstruction.Reconstructor`; an image that
-fails (not an image, truncated, too large, no face) is reported and skipped, the others are processed,
-and the exit status is 1 when any failed. ``<output dir>/results.json`` lists every image's outcome.
+The model is rebuilt from the run's ``.hydra/config.yaml`` (face model + MICAModule), whose ``_target_``s
+must be on an allowlist (:mod:`lightning_modules.checkpoints`; ``trusted_targets=[...]`` adds your own),
+and the checkpoint's ``state_dict`` is loaded strictly (``torch.load(weights_only=True)``); anything but a
+Lightning checkpoint of MICAModule (a SwAV checkpoint, MICA's ``mica.tar``, a random file) stops the run
+with an error naming the file. Each image then goes through :class:`faceregen.reconstruction.Reconstructor`;
+an image that fails (not an image, truncated, too large, no face) is reported and skipped, the others are
+processed, and the exit status is 1 when any failed. ``<output dir>/results.json`` lists every image's outcome.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch  # before any VTK render: importing torch's triton after one segfaults
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from faceregen.encoders.checkpoints import load_state_strict
 from faceregen.image_io import image_files
 from faceregen.io import atomic_write_text
 from faceregen.reconstruction import (
@@ -32,9 +33,7 @@ from faceregen.reconstruction import (
     write_reconstruction,
     write_summary,
 )
-from lightning_modules.checkpoints import read_mica_state_dict, run_config, run_dir_of
-from lightning_modules.mica_module import MICAModule
-from lightning_modules.runner import with_face_model
+from lightning_modules.checkpoints import load_trained_run
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +45,17 @@ def default_paths() -> dict:
     return OmegaConf.to_container(OmegaConf.create({"paths": paths}), resolve=True)["paths"]
 
 
-def load_run_model(ckpt: str | os.PathLike, paths: dict | None = None, device: str = "cpu"):
-    """``(MICAModule in eval mode on device, face model)`` of a training run's checkpoint.
+def load_run_model(ckpt: str | os.PathLike, paths: dict | None = None, device: str = "cpu",
+                   trusted_targets: Sequence[str] = ()):
+    """``(MICAModule in eval mode on device, face model)`` of a training run's checkpoint
+    (:func:`lightning_modules.checkpoints.load_trained_run`: its config checked against the allowlist).
 
     ``paths``: this machine's ``paths`` config (default :func:`default_paths`), replacing the run's, which
-    may name another machine's folders (the face model's cache). The encoder's pretrained weights and the
-    base checkpoint are not loaded: the checkpoint's state dict holds every weight, the face model's
-    ``G(z) = B z + A`` included; the face model built here gives the triangles and regions.
+    may name another machine's folders (the face model's cache).
     """
-    state = read_mica_state_dict(ckpt)
-    cfg = run_config(run_dir_of(ckpt), ".", source=str(ckpt))
-    cfg.paths = default_paths() if paths is None else paths
-    if cfg.get("model", {}).get("_target_") != f"{MICAModule.__module__}.{MICAModule.__name__}":
-        raise ValueError(f"{ckpt}: its run config's model is {cfg.get('model', {}).get('_target_')!r}, not MICAModule")
-    with open_dict(cfg):
-        cfg.model.base_checkpoint = None
-        cfg.model.identity_encoder.pretrained = None
-    face_model = hydra.utils.instantiate(cfg.face_model)
-    model = with_face_model(cfg.model)(face_model=face_model)
-    load_state_strict(model, state, source=ckpt)
-    return model.eval().to(device), face_model
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; other names as given."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    run = load_trained_run(ckpt, default_paths() if paths is None else paths, trusted_targets=trusted_targets,
+                           device=device)
+    return run.module, run.face_model
 
 
 def unique_name(path: Path, used: set[str]) -> str:
@@ -87,7 +72,7 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
     """Process every image of ``cfg.image``; returns one record per image (``status`` ok / failed)."""
     output_dir = Path(cfg.paths.output_dir)
     model, face_model = load_run_model(
-        cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True), resolve_device(cfg.device)
+        cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True), cfg.device, cfg.trusted_targets
     )
     imperfect = read_imperfect_mesh(cfg.imperfect_mesh, face_model) if cfg.imperfect_mesh else None
     given_mask = read_wound_mask(cfg.wound_mask, face_model.n_vertices) if cfg.wound_mask else None

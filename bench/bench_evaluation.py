@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from faceregen.evaluation import runs  # noqa: E402
 from faceregen.evaluation.scan_to_mesh import scan_to_mesh_distance  # noqa: E402
 from faceregen.plotting import mesh_image, save_figure  # noqa: E402
+from lightning_modules.checkpoints import load_trained_run  # noqa: E402
+from reconstruct import default_paths  # noqa: E402
 
 
 def seconds(fn) -> tuple[float, object]:
@@ -45,7 +47,8 @@ def chosen_run(setting: str) -> runs.RunRecord | None:
 
 def bench_run(run: runs.RunRecord, n_samples: int, n_fillings: int):
     print(f"run: {run.run_dir} ({run.experiment_name}, seed {run.seed}), checkpoint {run.best_checkpoint.name}")
-    dt, (datamodule, module) = seconds(lambda: runs.load_run(runs.run_config(run.run_dir, ROOT), run.best_checkpoint))
+    dt, trained = seconds(lambda: load_trained_run(run.best_checkpoint, default_paths(), device="auto"))
+    datamodule, module = trained.test_datamodule(), trained.module
     print(f"  rebuild model + data from the run's config: {dt:.1f} s (device {next(module.parameters()).device})")
     runs.predict_test_samples(module, datamodule, 8, 8)  # warm-up
     dt, predictions = seconds(lambda: runs.predict_test_samples(module, datamodule, 32, n_samples))

@@ -185,10 +185,11 @@ def as_numpy1_pickle(data: bytes) -> bytes:
     return data.replace(b"cnumpy._core.", b"cnumpy.core.").replace(b"cscipy.sparse._csc\n", b"cscipy.sparse.csc\n")
 
 
-def write_flame_pickle(path: Path, fields: dict) -> Path:
-    """Write ``fields`` as FLAME's generic_model.pkl (``shapedirs`` as a chumpy Ch)."""
+def write_flame_pickle(path: Path, fields: dict, protocol: int = 2) -> Path:
+    """Write ``fields`` as FLAME's generic_model.pkl (``shapedirs`` as a chumpy Ch); at protocols 0 and 1 the
+    Ch goes through ``copy_reg._reconstructor``, as Python 2 wrote such files."""
     with fake_chumpy() as Ch:
-        data = pickle.dumps({**fields, "shapedirs": Ch(fields["shapedirs"])}, protocol=2)
+        data = pickle.dumps({**fields, "shapedirs": Ch(fields["shapedirs"])}, protocol=protocol)
     path.write_bytes(as_numpy1_pickle(data))
     return path
 

@@ -284,3 +284,28 @@ def test_bad_files_raise_value_errors_naming_keys(tmp_path):
     (tmp_path / "pickle.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="pickle.pth"):
         load_insightface_backbone(tmp_path / "pickle.pth")
+
+
+class _Unsafe:
+    """Pickled by ``torch.save`` as a reference to this module's class: a global a weights-only load refuses."""
+
+
+def test_unreadable_checkpoints_are_named_with_the_reason(tmp_path):
+    from faceregen.encoders.checkpoints import read_torch_file
+
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.ckpt: empty file \(0 bytes\)"):
+        read_torch_file(empty)
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path}: a folder, expected a checkpoint file"):
+        read_torch_file(tmp_path)
+    truncated = tmp_path / "truncated.ckpt"
+    torch.save({"w": torch.zeros(3)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    with pytest.raises(ValueError, match="truncated.ckpt: not a torch checkpoint"):
+        read_torch_file(truncated)
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save({"w": torch.zeros(3), "extra": _Unsafe()}, unsafe)
+    with pytest.raises(ValueError, match=rf"unsafe.ckpt: names the global {__name__}._Unsafe, which is not loaded") as error:
+        read_torch_file(unsafe)
+    assert "weights_only" not in str(error.value)

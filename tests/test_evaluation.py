@@ -20,12 +20,13 @@ from torch.utils.data import DataLoader
 
 from callbacks.reconstruction_samples import ReconstructionSamples
 from datamodules.cir3dfair import SampleFiles
+from faceregen.encoders.checkpoints import load_state_strict
 from faceregen.evaluation import figures, runs, table
 from faceregen.evaluation.scan_to_mesh import point_to_surface_distance_mm, scan_to_mesh_distance, umeyama
 from faceregen.metrics import masked_mean_distance_mm, per_vertex_distance_mm
 from faceregen.mesh_io import write_mesh
 from faceregen.plotting import mesh_image, save_figure
-from lightning_modules.checkpoints import load_mica_state
+from lightning_modules.checkpoints import read_mica_state_dict
 from test_mica_module import FaceBatches, make_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,15 +277,17 @@ def test_samples_callback_in_tiny_fit_and_checkpoint_loading(toy_model, tmp_path
     assert written == ["epoch_001.png"]  # every 2nd epoch only
     assert_nontrivial_png(tmp_path / "samples" / "epoch_001.png")
 
-    fresh = load_mica_state(make_module(toy_model, freeze="all"), tmp_path / "checkpoints" / "last.ckpt").eval()
+    fresh = make_module(toy_model, freeze="all")
+    load_state_strict(fresh, read_mica_state_dict(tmp_path / "checkpoints" / "last.ckpt"), "last.ckpt")
+    fresh.eval()
     images = next(iter(data))["image"]
     with torch.no_grad():
         np.testing.assert_allclose(fresh(images).numpy(), module.eval()(images).numpy(), rtol=1e-5, atol=1e-4)
     torch.save({"state_dict": {"unexpected": torch.zeros(1)}}, tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match="does not fit"):
-        load_mica_state(fresh, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="other.ckpt: does not fit MICAModule"):
+        read_mica_state_dict(tmp_path / "other.ckpt")
     with pytest.raises(FileNotFoundError):
-        load_mica_state(fresh, tmp_path / "missing.ckpt")
+        read_mica_state_dict(tmp_path / "missing.ckpt")
 
 
 # --- the entry point ------------------------------------------------------------------------------

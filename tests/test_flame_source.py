@@ -104,6 +104,44 @@ def test_pickle_references_chumpy_and_loads_without_it(flame):
     assert model["f"].dtype == np.uint32 and model["bs_style"] == "lbs"
 
 
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_python2_text_protocol_pickles_of_chumpy_load(flame, tmp_path, protocol):
+    """Protocols 0 and 1 write a chumpy Ch and a sparse matrix as ``copy_reg._reconstructor(cls, object, None)``
+    + their state."""
+    path = write_flame_pickle(tmp_path / "generic_model.pkl", flame["fields"], protocol=protocol)
+    data = path.read_bytes()
+    assert b"ccopy_reg\n_reconstructor" in data and b"chumpy.ch\nCh" in data and b"c__builtin__\nobject" in data
+    model = load_restricted_pickle(path)
+    assert type(model["shapedirs"]).__mro__[1] is ChumpyStandIn
+    np.testing.assert_array_equal(to_numpy(model["shapedirs"]), flame["fields"]["shapedirs"])
+    np.testing.assert_array_equal(model["J_regressor"].toarray(), flame["fields"]["J_regressor"].toarray())
+
+
+@pytest.mark.parametrize(
+    "arguments, refused",
+    [
+        (b"cnumpy\nndarray\nc__builtin__\nobject\nN", "'ndarray', 'object', None"),  # not a chumpy class
+        (b"cchumpy.ch\nCh\nc__builtin__\nset\nN", "'Ch', 'set', None"),  # another base
+        (b"cchumpy.ch\nCh\nc__builtin__\nobject\nI1\n", "'Ch', 'object', 1"),  # a base state
+    ],
+)
+def test_copy_reg_reconstructor_is_allowed_for_chumpy_stand_ins_only(tmp_path, arguments, refused):
+    path = tmp_path / "odd.pkl"
+    path.write_bytes(b"ccopy_reg\n_reconstructor\n(" + arguments + b"tR.")
+    with pytest.raises(pickle.UnpicklingError, match=rf"odd.pkl: refused copy_reg._reconstructor\({refused}\)"):
+        load_restricted_pickle(path)
+
+
+def test_unreadable_pickles_are_named(tmp_path):
+    path = tmp_path / "garbage.pkl"
+    path.write_bytes(b"\x80\x02}q\x00Xzz")  # a truncated protocol-2 dict
+    with pytest.raises(pickle.UnpicklingError, match="garbage.pkl: "):
+        load_restricted_pickle(path)
+    path.write_bytes(b"\xffnot a pickle")  # pickle's own UnpicklingError (invalid load key)
+    with pytest.raises(pickle.UnpicklingError, match="garbage.pkl: invalid load key"):
+        load_restricted_pickle(path)
+
+
 def test_full_model_is_flame_in_millimetres(flame, full):
     fields = flame["fields"]
     assert full.name == "flame2020" and full.info["topology"] == "full"

@@ -23,15 +23,18 @@ from faceregen.mesh_io import read_mesh
 
 #: where dlib's HOG finds the face on skimage's astronaut (512 px); a weaker false detection scores 0.12
 ASTRONAUT_FACE_BOX = (175.0, 76.0, 266.0, 167.0)
+#: the tests' face model: not on the allowlist of run configs, so trusted explicitly
+TOY_TARGET = "face_models.toy_face_model"
 
 
 def compose_reconstruct(overrides, output_dir: Path):
-    """The reconstruct config as `reconstruct.py` sees it, writing into ``output_dir``."""
+    """The reconstruct config as `reconstruct.py` sees it (trusting the toy face model), writing into ``output_dir``."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
+    overrides = [*overrides, f"trusted_targets=[{TOY_TARGET}]"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="reconstruct", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name="reconstruct", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
@@ -49,7 +52,7 @@ def run_ckpt(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run")
     cfg = compose_train(["experiment=transfer"])
     with open_dict(cfg):
-        cfg.face_model = {"_target_": "face_models.toy_face_model", "subdivisions": 3}
+        cfg.face_model = {"_target_": TOY_TARGET, "subdivisions": 3}
         cfg.model.identity_encoder.pretrained = None
         cfg.model.base_checkpoint = None
         del cfg["hydra"]
@@ -67,7 +70,7 @@ def run_ckpt(tmp_path_factory) -> Path:
 def loaded(run_ckpt):
     from reconstruct import load_run_model
 
-    return load_run_model(run_ckpt)
+    return load_run_model(run_ckpt, trusted_targets=[TOY_TARGET])
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +210,23 @@ def test_bad_images_give_their_messages(tmp_path, loaded):
         reconstructor(good)
 
 
+def test_evaluate_rebuilds_the_run_with_the_test_split_of_another_folder(run_ckpt, dataset, loaded, tmp_path):
+    """`evaluate.py ckpt=... data.root=<folder>`: the same rebuild as reconstruct.py's, plus the run's
+    datamodule on that folder (the generator switched off), tested by a Lightning test loop."""
+    from lightning_modules.checkpoints import evaluate_test_split, load_trained_run
+    from reconstruct import default_paths
+
+    paths = {**default_paths(), "cache_dir": str(tmp_path / "cache")}
+    trained = load_trained_run(run_ckpt, paths, {"root": str(dataset)}, trusted_targets=[TOY_TARGET])
+    for name, tensor in loaded[0].state_dict().items():
+        assert torch.equal(tensor, trained.module.state_dict()[name]), name
+    datamodule = trained.test_datamodule()
+    assert trained.config.generator is None and Path(datamodule.root) == dataset
+    assert Path(trained.config.data.cache_dir) == tmp_path / "cache" / "cir3dfair"
+    metrics = evaluate_test_split(trained.module, datamodule)
+    assert 0 < metrics["test/mean_distance_mm"] < 1000
+
+
 def test_wrong_checkpoints_are_refused_naming_the_file(tmp_path, run_ckpt):
     from faceregen.encoders.checkpoints import save_mica_checkpoint
     from reconstruct import load_run_model
@@ -243,6 +263,7 @@ def test_cli_processes_the_good_images_and_fails_for_the_bad(run_ckpt, dataset, 
     render = dataset / "data2D" / "synthetic" / sample / f"{sample}_0.png"
     out = tmp_path / "out"
     result = run_cli(f"image=[{blank},{text},{render},{astronaut_png}]", f"ckpt={run_ckpt}", f"hydra.run.dir={out}",
+                     f"trusted_targets=[{TOY_TARGET}]",
                      f"imperfect_mesh={dataset / 'imperfect' / 'synthetic' / f'{sample}.obj'}",
                      f"wound_mask={dataset / 'wound' / 'synthetic' / f'{sample}.npz'}", "summary=false")
     assert result.returncode == 1, result.stderr[-2000:]

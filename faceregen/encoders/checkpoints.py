@@ -15,6 +15,7 @@ Formats (all read with ``torch.load(..., map_location="cpu", weights_only=True)`
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -65,17 +66,36 @@ def load_state_strict(module: nn.Module, state: StateDict, source: str | Path) -
 
 
 def read_torch_file(path: str | Path) -> object:
-    """``torch.load`` on the CPU with ``weights_only=True``; clear errors for missing or unsafe files."""
+    """``torch.load`` on the CPU with ``weights_only=True``; clear errors for missing, empty or unsafe files.
+
+    Raises:
+        FileNotFoundError: no such file. IsADirectoryError: a folder.
+        ValueError: naming the file and why it is not a checkpoint: empty, not torch's format, or a global
+            (class or function) that a weights-only load refuses, by name.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, expected a checkpoint file (e.g. <run>/checkpoints/last.ckpt)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes), expected a torch checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(
-            f"{path}: not a torch checkpoint of tensors and plain containers (weights_only load failed: "
-            f"{str(error).splitlines()[0]}); re-save only its state dicts"
-        ) from error
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused:
+            raise ValueError(
+                f"{path}: names the global {refused.group(1)}, which is not loaded: a checkpoint may hold only "
+                "tensors and plain containers (nothing in it is executed); re-save only its state dicts"
+            ) from error
+        raise ValueError(f"{path}: not a torch checkpoint ({type(error).__name__}: {_reason(error)})") from error
+
+
+def _reason(error: Exception) -> str:
+    """The first line of torch's message that is not its advice about ``weights_only``."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and "weights_only" not in line]
+    return lines[0] if lines else "no details"
 
 
 def _as_state_dict(obj: object, source: str) -> StateDict:

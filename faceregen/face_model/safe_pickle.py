@@ -15,9 +15,12 @@ before anything is called. Allowed are only:
 - ``_codecs.encode`` for latin-1 only (how Python 3 writes ``bytes`` at protocol 2, e.g. array data);
 - chumpy classes (``chumpy.ch``, ``chumpy.ch_ops``, ``chumpy.reordering``) mapped to :class:`ChumpyStandIn`,
   which only keeps the pickled state (the array lives in ``x``);
+- ``copy_reg._reconstructor`` (how protocols 0 and 1 pickle instances of plain classes) for those stand-ins
+  and the sparse matrices only, with base ``object`` and no base state (:func:`_reconstruct_object`), and
+  ``object`` itself as that base;
 - torch's tensor rebuild functions mapped to :class:`UndecodedTorchTensor` (nothing of torch is called).
 
-Python-2 module names (``__builtin__``, ``copy_reg``) are read as their Python-3 names.
+Python-2 module names (``__builtin__``, ``copy_reg``) are read as their Python-3 names. Every error names the file.
 """
 
 from __future__ import annotations
@@ -84,6 +87,22 @@ def _encode_latin1(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+#: the classes ``copy_reg._reconstructor`` may create (:func:`_reconstruct_object`)
+RECONSTRUCTED_CLASSES = (ChumpyStandIn, scipy.sparse.csc_matrix, scipy.sparse.csr_matrix)
+
+
+def _reconstruct_object(cls: object, base: object, state: object) -> object:
+    """``copy_reg._reconstructor(cls, object, None)`` for a chumpy stand-in or a scipy sparse matrix: Python 2
+    pickles an instance of a plain class at protocols 0 and 1 so, then its ``__dict__``; like protocol 2's
+    ``cls.__new__(cls)``, it is ``object.__new__(cls)``. Another class, another base or a base state is refused."""
+    if not (isinstance(cls, type) and issubclass(cls, RECONSTRUCTED_CLASSES)) or base is not object or state is not None:
+        raise pickle.UnpicklingError(
+            f"refused copy_reg._reconstructor({getattr(cls, '__name__', cls)!r}, {getattr(base, '__name__', base)!r}, "
+            f"{state!r}): only chumpy and scipy sparse classes, with base object and no base state"
+        )
+    return object.__new__(cls)
+
+
 def _chumpy_class(module: str, name: str) -> type[ChumpyStandIn]:
     return type(name, (ChumpyStandIn,), {"chumpy_class": f"{module}.{name}", "__module__": __name__})
 
@@ -116,6 +135,8 @@ FLAME_ALLOWED_GLOBALS: dict[str, object] = {
     **_numpy_globals(),
     **_sparse_globals(),
     "_codecs.encode": _encode_latin1,
+    "copyreg._reconstructor": _reconstruct_object,
+    "builtins.object": object,
     "builtins.set": set,
     "builtins.frozenset": frozenset,
     "collections.OrderedDict": collections.OrderedDict,
@@ -128,9 +149,8 @@ FLAME_ALLOWED_GLOBALS: dict[str, object] = {
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` whose ``find_class`` answers only from an allowlist (see module docstring)."""
 
-    def __init__(self, file, source: str, allowed: dict[str, object], allow_chumpy: bool) -> None:
+    def __init__(self, file, allowed: dict[str, object], allow_chumpy: bool) -> None:
         super().__init__(file, encoding="latin1")
-        self.source = source
         self.allowed = allowed
         self.allow_chumpy = allow_chumpy
 
@@ -141,12 +161,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         if self.allow_chumpy and module in CHUMPY_MODULES:
             return _CHUMPY_CLASSES.setdefault(qualified, _chumpy_class(module, name))
         raise pickle.UnpicklingError(
-            f"{self.source}: refused global '{module}.{name}' (only numpy arrays, scipy sparse matrices and "
+            f"refused global '{module}.{name}' (only numpy arrays, scipy sparse matrices and "
             "chumpy arrays may be loaded from FLAME files)"
         )
 
     def persistent_load(self, pid) -> object:
-        raise pickle.UnpicklingError(f"{self.source}: refused persistent id {pid!r}")
+        raise pickle.UnpicklingError(f"refused persistent id {pid!r}")
 
 
 def _skip_npy_header(fh, path: Path) -> None:
@@ -174,7 +194,8 @@ def load_restricted_pickle(
 
     Raises:
         FileNotFoundError: no such file.
-        pickle.UnpicklingError: the file names a global outside the allowlist (message names it and the file).
+        pickle.UnpicklingError: the file names a global outside the allowlist (message names it and the file),
+            or is no readable pickle.
     """
     path = Path(path)
     if not path.is_file():
@@ -186,9 +207,9 @@ def load_restricted_pickle(
     if data.startswith(NPY_MAGIC):
         _skip_npy_header(stream, path)
     try:
-        return RestrictedUnpickler(stream, str(path), allowed, allow_chumpy).load()
-    except pickle.UnpicklingError:
-        raise
+        return RestrictedUnpickler(stream, allowed, allow_chumpy).load()
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(f"{path}: {err}") from err
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
         raise pickle.UnpicklingError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from err
 
