@@ -361,8 +361,8 @@ class Cir3DFaIRDataset(Dataset):
 
     ``__getitems__`` reads a whole batch with one fancy index into the memory maps and returns
     ``{"image": uint8 (B, 3, S, S), "vertices_mm": float32 (B, V, 3), "wound_mask": bool (B, V),
-    "has_wound_mask": bool (B,), "identity": int64 (B,), "index": int64 (B,)}`` (``index``: the cache
-    item). With ``ssl_transform`` (uint8 (3, S, S) tensor -> list of views) it adds ``"views"``: one tensor
+    "has_wound_mask": bool (B,), "identity": int64 (B,), "index": int64 (B,), "light": int64 (B,)}``
+    (``index``: the cache item; ``light``: which of the sample's renders). With ``ssl_transform`` (uint8 (3, S, S) tensor -> list of views) it adds ``"views"``: one tensor
     (B, ...) per view. The memory maps are opened lazily, so the dataset pickles cheaply to workers.
     """
 
@@ -370,6 +370,7 @@ class Cir3DFaIRDataset(Dataset):
         self.folder = cache.folder
         self.items = np.asarray(items, dtype=np.int64)
         self.item_sample = cache.item_sample
+        self.item_light = cache.item_light
         self.sample_identity = cache.sample_identity
         self.wound_mask = cache.wound_mask
         self.has_wound_mask = cache.has_wound_mask
@@ -399,6 +400,7 @@ class Cir3DFaIRDataset(Dataset):
             "has_wound_mask": torch.from_numpy(self.has_wound_mask[rows]),
             "identity": torch.from_numpy(self.sample_identity[rows]),
             "index": torch.from_numpy(index),
+            "light": torch.from_numpy(self.item_light[index]),
         }
         if self.ssl_transform is not None:
             per_image = [self.ssl_transform(image) for image in batch["image"]]

@@ -12,8 +12,8 @@ similarity fit of each prediction to its ground truth (the shape alone) and the 
 baseline a model has to beat). Beside them, every per-sample metric of the evaluation protocol
 (:mod:`faceregen.evaluation.protocol`: the authors' MSE in mm^2, face-region and per-part errors after a rigid
 fit, inside / outside the wound, the NoW-style face-region error), logged as ``<stage>/<metric>``: the mean
-over the stage's images. The NoW protocol runs on every test image and on the first ``now_val_images``
-validation images of each epoch (it costs ~0.1 s an image). The test's per-image values are kept
+over the stage's images. The NoW protocol runs on each sample's first render (``light`` 0) of the test
+split and of the first ``now_val_images`` such validation images of each epoch (it costs ~0.2 s an image). The test's per-image values are kept
 (:meth:`MICAModule.test_sample_metrics`) for paired comparisons between settings.
 """
 
@@ -56,7 +56,7 @@ class MICAModule(pl.LightningModule):
         scheduler: optional partial LR scheduler.
         base_checkpoint: MICA-layout checkpoint (``mica.tar`` or the embedded base model) to start from.
         n_components: how many face-model components the mapping network predicts (None: all).
-        now_val_images: validation images per epoch that get the NoW protocol (the first ones; 0: none).
+        now_val_images: validation images per epoch that get the NoW protocol (the first first-light ones).
     """
 
     def __init__(
@@ -70,7 +70,7 @@ class MICAModule(pl.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         base_checkpoint: str | None = None,
         n_components: int | None = None,
-        now_val_images: int = 120,
+        now_val_images: int = 40,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler"])
@@ -146,11 +146,14 @@ class MICAModule(pl.LightningModule):
         return loss
 
     def _update_sample_metrics(self, pred: torch.Tensor, batch: dict, stage: str) -> None:
-        """The protocol's per-image metrics of this batch (NoW on test, and on the first val images)."""
-        now = stage == "test" or self._now_images_seen < self.hparams.now_val_images
+        """The protocol's per-image metrics of this batch. NoW: on each sample's first render (``light`` 0)
+        of the test split, and of the first ``now_val_images`` such validation images of each epoch."""
+        now = (batch["light"] == 0).cpu().numpy() if "light" in batch else np.ones(len(pred), bool)
+        if stage == "val":
+            now &= np.cumsum(now) + self._now_images_seen <= self.hparams.now_val_images
+            self._now_images_seen += int(now.sum())
         wound = (batch["wound_mask"] & batch["has_wound_mask"][:, None]).cpu().numpy()
         values = self.protocol.per_sample(pred.detach().cpu().numpy(), batch["vertices_mm"].cpu().numpy(), wound, now=now)
-        self._now_images_seen += len(pred) if now and stage == "val" else 0
         for name, value in values.items():
             self.sample_metrics[f"{stage}_{name}"].update(torch.as_tensor(value, dtype=torch.float32, device=self.device))
         self.sample_metrics[f"{stage}_index"].update(batch["index"].to(self.device, torch.float32))

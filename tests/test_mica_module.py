@@ -47,6 +47,7 @@ class FaceBatches(Dataset):
             "vertices_mm": self.vertices[i],
             "wound_mask": self.wound[i],
             "has_wound_mask": torch.tensor(True),
+            "index": torch.tensor(i),
         }
 
 

@@ -20,7 +20,7 @@ from faceregen.face_model.decoder import evaluation_vertices
 from faceregen.face_model.linear import LinearFaceModel
 
 #: Ridge strengths tried, relative to the mean eigenvalue of X^T X.
-RELATIVE_ALPHAS = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+RELATIVE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def best_fit_codes(model: LinearFaceModel, vertices_mm: np.ndarray) -> np.ndarray:

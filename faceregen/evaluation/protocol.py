@@ -77,12 +77,13 @@ class EvaluationProtocol:
         )
 
     def per_sample(
-        self, pred_mm: np.ndarray, gt_mm: np.ndarray, wound_mask: np.ndarray | None = None, now: bool = True
+        self, pred_mm: np.ndarray, gt_mm: np.ndarray, wound_mask: np.ndarray | None = None, now: bool | np.ndarray = True
     ) -> dict[str, np.ndarray]:
         """Every :data:`SAMPLE_METRICS` entry (B,) for predictions and ground truths (B, V, 3) in mm.
 
-        ``wound_mask`` (B, V) bool marks the wound's vertices (None: no sample has one); ``now=False`` skips
-        the NoW protocol (its entries are NaN), which costs ~0.1 s per sample where the rest costs ~1 ms.
+        ``wound_mask`` (B, V) bool marks the wound's vertices (None: no sample has one); ``now`` (a bool, or
+        (B,) bools) says which samples get the NoW protocol (the others' NoW entries are NaN): it costs
+        ~0.1 s a sample where the rest costs ~1 ms.
         """
         pred = np.asarray(pred_mm, dtype=np.float64)
         gt = np.asarray(gt_mm, dtype=np.float64)
@@ -104,8 +105,8 @@ class EvaluationProtocol:
             **{f"{part}_rigid_mm": _masked_mean(rigid, mask) for part, mask in self.parts.items()},
         }
         metrics.update({name: np.full(n, np.nan) for name in NOW_METRICS})
-        if now and self.now_landmarks is not None:
-            for b in range(n):
+        if self.now_landmarks is not None:
+            for b in np.flatnonzero(np.broadcast_to(now, (n,))):
                 scan = gt[b][self.evaluated]
                 scan_landmarks = self.now_landmarks.positions(gt[b])
                 mesh_landmarks = self.now_landmarks.positions(pred[b])

@@ -5,10 +5,7 @@
    with centred ``X, Y`` and ``Sigma = Y^T X / n = U D V^T``, ``S = diag(1, 1, sign(det U det V))``,
    ``R = U S V^T``, ``s = tr(D S) / (|X|^2 / n)`` (or 1 for a rigid fit), ``t = mean(y) - s R mean(x)``.
 2. Distance: for every scan point, the Euclidean distance to the nearest point of the aligned predicted
-   SURFACE (not its vertices). Exact, without rtree: candidate triangles are those of the ``k`` nearest
-   points of a grid covering every triangle to within ``r`` (scipy ``cKDTree``); a scan point whose
-   ``k``-th grid distance minus ``r`` is already at least its best distance is settled, the others are
-   retried with ``2k`` (:func:`point_to_surface_distance_mm`).
+   SURFACE (not its vertices), exact (libigl's AABB tree, :func:`point_to_surface_distance_mm`).
 3. Report: median, mean and standard deviation of those distances, in mm (NoW's figures).
 """
 
@@ -17,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
-from trimesh.triangles import closest_point
 
 from faceregen import geometry
 from faceregen.face_model.linear import NOW_LANDMARKS
@@ -60,74 +55,24 @@ def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool = True) -> 
     return Similarity(float(scale), rotation, translation)
 
 
-def surface_samples(triangles: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Points covering every triangle: a barycentric grid ``(i/n, j/n)``, ``i + j <= n``, per triangle with
-    ``n = ceil(longest edge / spacing_mm)``; every point of a triangle is then within ``longest edge / n``
-    (<= ``spacing_mm``) of one of its grid points.
+def closest_points_on_surface(points_mm: np.ndarray, vertices_mm: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact nearest point (N, 3) of the triangle surface to each point, and its distance (N,): libigl's
+    AABB tree (``igl.point_mesh_squared_distance``)."""
+    import igl
 
-    Returns:
-        ``(points (S, 3), triangle index (S,), covering radius)``: the largest ``longest edge / n``.
-    """
-    edges = np.linalg.norm(triangles - np.roll(triangles, 1, axis=1), axis=2).max(axis=1)
-    n_per_triangle = np.maximum(np.ceil(edges / spacing_mm), 1).astype(np.int64)
-    points, owners = [], []
-    for n in np.unique(n_per_triangle):
-        i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-        keep = i + j <= n
-        weights = np.stack([i[keep], j[keep], n - i[keep] - j[keep]], axis=1) / n  # (G, 3)
-        chosen = np.flatnonzero(n_per_triangle == n)
-        points.append(np.einsum("gk,tkc->tgc", weights, triangles[chosen]).reshape(-1, 3))
-        owners.append(np.repeat(chosen, len(weights)))
-    return np.concatenate(points), np.concatenate(owners), float((edges / n_per_triangle).max())
-
-
-def closest_points_on_surface(
-    points_mm: np.ndarray, vertices_mm: np.ndarray, faces: np.ndarray, k: int = 16, chunk: int = 20000
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact nearest point (N, 3) of the triangle surface to each point, and its distance (N,).
-
-    Candidates: the triangles of the ``k`` nearest :func:`surface_samples` (spacing: half the median
-    edge). A triangle none of whose samples is among them is at least ``d_k - r`` away (``d_k``: the
-    ``k``-th sample distance, ``r``: the covering radius), so a point whose best candidate distance is at
-    most ``d_k - r`` is settled; the others are retried with ``2k`` samples.
-    """
     points = _points("scan points", points_mm)
     vertices = _points("mesh vertices", vertices_mm)
     faces = np.asarray(faces, dtype=np.int64)
     if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0 or faces.min() < 0 or faces.max() >= len(vertices):
         raise ValueError(f"faces must be a non-empty (F, 3) array of indices below {len(vertices)}, got {faces.shape}")
-    triangles = vertices[faces]
-    spacing = 0.5 * np.median(np.linalg.norm(triangles - np.roll(triangles, 1, axis=1), axis=2))
-    samples, owners, radius = surface_samples(triangles, max(spacing, 1e-9))
-    tree = cKDTree(samples)
-    distances = np.empty(len(points))
-    closest = np.empty((len(points), 3))
-    for start in range(0, len(points), chunk):
-        pending = np.arange(start, min(start + chunk, len(points)))
-        n_candidates = min(k, len(samples))
-        while len(pending):
-            sample_distance, nearest_samples = tree.query(points[pending], k=n_candidates)
-            sample_distance = sample_distance.reshape(len(pending), n_candidates)
-            candidates = owners[nearest_samples.reshape(len(pending), n_candidates)]
-            repeated = np.repeat(points[pending], n_candidates, axis=0)
-            nearest = closest_point(triangles[candidates.ravel()], repeated).reshape(len(pending), n_candidates, 3)
-            candidate_distance = np.linalg.norm(nearest - points[pending][:, None], axis=2)
-            choice = candidate_distance.argmin(axis=1)
-            best = candidate_distance[np.arange(len(pending)), choice]
-            settled = (n_candidates == len(samples)) | (sample_distance[:, -1] - radius >= best)
-            distances[pending[settled]] = best[settled]
-            closest[pending[settled]] = nearest[np.arange(len(pending)), choice][settled]
-            pending = pending[~settled]
-            n_candidates = min(2 * n_candidates, len(samples))
-    return closest, distances
+    squared, _, closest = igl.point_mesh_squared_distance(points, vertices, faces)
+    return np.asarray(closest, dtype=np.float64), np.sqrt(np.maximum(squared, 0.0))
 
 
-def point_to_surface_distance_mm(
-    points_mm: np.ndarray, vertices_mm: np.ndarray, faces: np.ndarray, k: int = 16, chunk: int = 20000
-) -> np.ndarray:
+def point_to_surface_distance_mm(points_mm: np.ndarray, vertices_mm: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Exact distance (N,) from each point to the nearest point of the triangle surface
     (:func:`closest_points_on_surface`)."""
-    return closest_points_on_surface(points_mm, vertices_mm, faces, k, chunk)[1]
+    return closest_points_on_surface(points_mm, vertices_mm, faces)[1]
 
 
 def scan_to_mesh_distance(
@@ -163,6 +108,10 @@ def scan_to_mesh_distance(
     }
 
 
+#: About how many cropped scan points the ICP refinement of :func:`now_distance` uses (every k-th).
+REFINE_POINTS = 1000
+
+
 def now_crop_sphere(landmarks_mm: np.ndarray) -> tuple[np.ndarray, float]:
     """NoW's face crop from the scan's :data:`NOW_LANDMARKS` (7, 3): centre and radius (mm).
 
@@ -189,14 +138,11 @@ def now_distance(
 
     1. Crop the scan to :func:`now_crop_sphere` of its landmarks.
     2. Align the predicted mesh by its :data:`NOW_LANDMARKS` (Umeyama; similarity, or rigid when
-       ``metrical``), then refine by ICP: each iteration fits the same kind of transform from the nearest
-       surface points of the aligned mesh to the cropped scan points and composes it (the scan-to-mesh
-       distance does not increase); it stops when the RMS distance changes by less than 1e-4 mm.
+       ``metrical``), then refine by ICP on every k-th cropped scan point (at most ~:data:`REFINE_POINTS`):
+       each iteration fits the same kind of transform from the nearest surface points of the aligned mesh
+       to those scan points and composes it, while the RMS
+       distance falls (it stops when it falls by less than 1e-4 mm, or rises: that step is not taken).
     3. The exact distance of every cropped scan point to the aligned surface: median, mean, std (mm).
-
-    Only triangles with a vertex within 1.5 crop radii of the crop centre after the landmark alignment take
-    part (a farther triangle is at least half a radius from every cropped point, farther than any nearest
-    distance of a sensible prediction).
     """
     scan = _points("scan points", scan_points_mm)
     vertices = _points("mesh vertices", mesh_vertices_mm)
@@ -206,21 +152,22 @@ def now_distance(
     if len(crop) < 3:
         raise ValueError(f"the NoW crop (centre {np.round(centre, 1)}, radius {radius:.1f} mm) holds {len(crop)} scan points")
     alignment = umeyama(mesh_landmarks_mm, scan_landmarks_mm, with_scale=not metrical)
-    near = np.linalg.norm(alignment.apply(vertices) - centre, axis=1) <= 1.5 * radius
-    faces = faces[near[faces].any(axis=1)]
-    previous = np.inf
+    refine = crop[:: max(1, len(crop) // REFINE_POINTS)]
+    closest, distances = closest_points_on_surface(refine, alignment.apply(vertices), faces)
     for _ in range(refine_iterations):
-        closest, distances = closest_points_on_surface(crop, alignment.apply(vertices), faces)
-        rms = float(np.sqrt(np.mean(distances**2)))
-        if previous - rms < 1e-4:
-            break
-        previous = rms
-        step = umeyama(closest, crop, with_scale=not metrical)
-        alignment = Similarity(
+        step = umeyama(closest, refine, with_scale=not metrical)
+        refined = Similarity(
             step.scale * alignment.scale,
             step.rotation @ alignment.rotation,
             step.scale * step.rotation @ alignment.translation + step.translation,
         )
+        refined_closest, refined_distances = closest_points_on_surface(refine, refined.apply(vertices), faces)
+        improvement = np.sqrt(np.mean(distances**2)) - np.sqrt(np.mean(refined_distances**2))
+        if improvement < 0:
+            break
+        alignment, closest, distances = refined, refined_closest, refined_distances
+        if improvement < 1e-4:
+            break
     distances = point_to_surface_distance_mm(crop, alignment.apply(vertices), faces)
     return {
         "median_mm": float(np.median(distances)),
