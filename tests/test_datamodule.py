@@ -308,6 +308,21 @@ def test_cache_is_rebuilt_when_an_input_changes(tmp_path, data_root, face_model)
     assert other_alignment.cache.images.shape[-1] == 150
 
 
+def test_cache_build_removes_what_a_killed_build_left(tmp_path, data_root, face_model):
+    """A build killed mid-way leaves a temporary array and no meta.json: the next build removes the one and
+    completes the folder."""
+    root = copy_folder(data_root, tmp_path / "copy")
+    folder = root / "cache" / cir3dfair.cache_key(find_samples(root), root, "arcface_112", face_model.n_vertices)
+    folder.mkdir(parents=True)
+    (folder / ".images.k1ll3d.tmp.npy").write_bytes(b"\0" * 4096)
+    (folder / "vertices_mm.npy").write_bytes(b"not an array")
+    dm = make_datamodule(root, face_model)
+    dm.setup()
+    assert dm.cache.folder == folder and (folder / "meta.json").is_file()
+    assert not list(folder.glob(".*.tmp*"))
+    assert dm.cache.vertices_mm.shape[1:] == (face_model.n_vertices, 3)
+
+
 @pytest.fixture
 def bad_root(tmp_path, data_root, face_model):
     """A copy with a missing image, a corrupt PNG and a mesh of the wrong vertex count."""
