@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from datamodules.splits import SPLIT_NAMES, load_or_create_split, ssl_identities
 from faceregen.alignment import align_face, get_template, read_five_points
+from faceregen.image_io import rgb_array
 from faceregen.io import atomic_path, atomic_write_text, remove_temporaries
 from faceregen.locking import build_lock
 from faceregen.mesh_io import read_mesh
@@ -153,7 +154,7 @@ def read_image(path: Path) -> np.ndarray:
     """RGB uint8 (H, W, 3) from an image file; FileNotFoundError / ValueError naming the file."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return rgb_array(image)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found") from None
     except (OSError, SyntaxError, ValueError) as err:

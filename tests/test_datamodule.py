@@ -323,6 +323,20 @@ def test_cache_build_removes_what_a_killed_build_left(tmp_path, data_root, face_
     assert dm.cache.vertices_mm.shape[1:] == (face_model.n_vertices, 3)
 
 
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    """A 16-bit greyscale PNG (Pillow mode I;16) holding 257 k reads as k in all channels, in training and
+    in reconstruct.py (Pillow's convert("RGB") would clip it to 255 from k = 1 on)."""
+    from faceregen.image_io import read_rgb
+
+    levels = np.arange(256, dtype=np.uint16).reshape(16, 16) * 257
+    path = tmp_path / "grey16.png"
+    Image.fromarray(levels).save(path)
+    assert Image.open(path).mode.startswith("I")
+    expected = np.repeat(np.arange(256, dtype=np.uint8).reshape(16, 16, 1), 3, axis=2)
+    np.testing.assert_array_equal(cir3dfair.read_image(path), expected)
+    np.testing.assert_array_equal(read_rgb(path), expected)
+
+
 @pytest.fixture
 def bad_root(tmp_path, data_root, face_model):
     """A copy with a missing image, a corrupt PNG and a mesh of the wrong vertex count."""
