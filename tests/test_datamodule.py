@@ -124,13 +124,21 @@ def copy_folder(source: Path, target: Path) -> Path:
 def test_split_counts_follow_6_2_2_and_keep_every_split_non_empty():
     assert split_counts(50, (0.6, 0.2, 0.2)) == (30, 10, 10)
     assert split_counts(10, (6, 2, 2)) == (6, 2, 2)
-    assert split_counts(3, (0.6, 0.2, 0.2)) == (1, 1, 1)
-    assert split_counts(4, (0.6, 0.2, 0.2)) == (2, 1, 1)
-    assert split_counts(3, (0.98, 0.01, 0.01)) == (1, 1, 1)
+    assert split_counts(5, (0.6, 0.2, 0.2)) == (3, 1, 1)
+    assert split_counts(3, (1, 1, 1)) == (1, 1, 1)
     with pytest.raises(ValueError, match=">= 3 identities"):
         split_counts(2, (0.6, 0.2, 0.2))
     with pytest.raises(ValueError, match="three non-negative"):
         split_counts(10, (0.5, 0.5))
+
+
+@pytest.mark.parametrize("n_identities, ratios", [(3, (0.6, 0.2, 0.2)), (4, (0.6, 0.2, 0.2)), (99, (0.98, 0.01, 0.01))])
+def test_split_refuses_identities_too_few_for_the_ratios(n_identities, ratios):
+    """A split whose share is under one identity cannot follow the ratios (3 at 6:2:2 would be 1/1/1)."""
+    needed = {0.2: 5, 0.01: 100}[ratios[2]]
+    with pytest.raises(ValueError, match=rf"{n_identities} identities cannot be split .* at least {needed} identities"):
+        split_counts(n_identities, ratios)
+    assert min(split_counts(needed, ratios)) == 1
 
 
 def test_split_is_over_identities_disjoint_and_seeded():
@@ -411,7 +419,7 @@ def test_folder_without_landmarks_uses_the_face_detector(tmp_path, face_model):
     for landmarks in (root / "data2D").rglob("landmarks.npz"):
         landmarks.unlink()
         write_png(next(landmarks.parent.glob("*.png")), astronaut)
-    dm = make_datamodule(root, face_model, alignment="dlib_150", preprocess_workers=1)
+    dm = make_datamodule(root, face_model, alignment="dlib_150", preprocess_workers=1, split_ratios=(1, 1, 1))
     dm.setup()
     face = largest_central(FaceDetector().detect(astronaut), astronaut.shape)
     expected = align_face(astronaut, face.points_px, get_template("dlib_150")).transpose(2, 0, 1)

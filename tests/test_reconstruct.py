@@ -145,7 +145,7 @@ def test_render_uses_stored_landmarks_and_agrees_with_the_datamodule(dataset, ru
     with np.load(image.parent / "landmarks.npz") as landmarks:
         assert np.allclose(records[0]["face"]["points_px"], landmarks["points_px"][1, :5], atol=1e-3)
 
-    datamodule = Cir3DFaIRDataModule(dataset, face_model, alignment="dlib_150", num_workers=0,
+    datamodule = Cir3DFaIRDataModule(dataset, face_model, alignment="dlib_150", num_workers=0, split_ratios=(1, 1, 1),
                                      cache_dir=tmp_path / "cache", preprocess_workers=1)
     datamodule.setup()
     cache = datamodule.cache
