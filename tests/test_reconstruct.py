@@ -261,6 +261,7 @@ def test_cli_stops_on_a_wrong_checkpoint(tmp_path, astronaut_png):
     result = run_cli(f"image={astronaut_png}", f"ckpt={mica}", f"hydra.run.dir={tmp_path / 'out'}")
     assert result.returncode != 0
     assert f"{mica}: a checkpoint in MICA's mica.tar layout" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr  # one message; HYDRA_FULL_ERROR=1 shows the traceback
 
 
 def test_a_failure_while_writing_leaves_no_partial_folder(run_ckpt, astronaut_png, tmp_path, monkeypatch):
