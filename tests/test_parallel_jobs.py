@@ -119,8 +119,8 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
         f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
         *(f"generator.{g}" for g in generator), *(f"base_stage.generator.{g}" for g in generator),
         "base_stage.max_epochs=1", "data.batch_size=4", "data.num_workers=0", "data.preprocess_workers=1",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv",
+        "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=1",
+        "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false", "logger=csv",
         "~callbacks.reconstruction_samples",
     ]
 
