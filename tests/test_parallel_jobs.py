@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock, Timeout
+from omegaconf import open_dict
 
 from test_experiments import ROOT, compose_train
 
@@ -106,6 +107,28 @@ def test_base_stage_key_has_its_own_seed_and_no_machine_paths(monkeypatch):
     assert ssl_stage_key(compose_train(["experiment=ssl_20pct"]), start) == ssl
 
 
+def test_base_model_is_the_same_whichever_run_seed_builds_it(tmp_path):
+    """The base stage seeds itself (base_stage.seed): built after seeding the run with 0 or with 1, the
+    weights are identical, so the model a sweep shares does not depend on which job came first."""
+    import pytorch_lightning as pl
+    import torch
+
+    from lightning_modules.base_stage import ensure_base_checkpoint
+    from test_experiments import tiny
+
+    weights = []
+    for seed in (0, 1):
+        cfg = tiny(compose_train(["experiment=transfer", f"seed={seed}"]), tmp_path / f"seed{seed}")
+        with open_dict(cfg):
+            cfg.base_stage.generator.root = str(tmp_path / "complete")  # one dataset, two base-stage caches
+        pl.seed_everything(seed)
+        weights.append(torch.load(ensure_base_checkpoint(cfg), weights_only=True))
+    assert weights[0].keys() == weights[1].keys()
+    for part in weights[0]:
+        for name, tensor in weights[0][part].items():
+            assert torch.equal(tensor, weights[1][part][name]), (part, name)
+
+
 def tiny_overrides(tmp_path: Path) -> list[str]:
     """train.py overrides for seconds-long jobs under ``tmp_path``: the toy face model (a config group option
     written there), 10 identities, 96 px, 2 batches per epoch, CSV logs only."""
@@ -145,7 +168,7 @@ def test_two_job_joblib_sweep_on_an_empty_cache_builds_everything_once(tmp_path)
     print(f"2-job sweep: {time.monotonic() - started:.0f} s")
     assert job.returncode == 0, output[-4000:]
     runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
-    assert [p.name for p in runs] == ["0_train_seed0", "1_train_seed1"]
+    assert [p.name for p in runs] == ["0_transfer_seed0", "1_transfer_seed1"]
     for run in runs:
         assert json.loads((run / "metrics.json").read_text())["test"]["test/mean_distance_mm"] > 0
     stages = [json.loads((run / "stages.json").read_text()) for run in runs]
