@@ -129,6 +129,15 @@ def test_base_model_is_the_same_whichever_run_seed_builds_it(tmp_path):
             assert torch.equal(tensor, weights[1][part][name]), (part, name)
 
 
+@pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("submitit_slurm", "SlurmLauncher"),
+                                              ("submitit_local", "LocalLauncher")])
+def test_parallel_launchers_compose(launcher, target):
+    """The optional extra's launchers (their plugins' own configs) compose with train.yaml."""
+    pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
+    cfg = compose_train([f"hydra/launcher={launcher}"])
+    assert cfg.hydra.launcher._target_.endswith(f".{target}")
+
+
 def tiny_overrides(tmp_path: Path) -> list[str]:
     """train.py overrides for seconds-long jobs under ``tmp_path``: the toy face model (a config group option
     written there), 10 identities, 96 px, 2 batches per epoch, CSV logs only."""
