@@ -6,7 +6,9 @@ and the checkpoint's ``state_dict`` is loaded strictly (``torch.load(weights_onl
 Lightning checkpoint of MICAModule (a SwAV checkpoint, MICA's ``mica.tar``, a random file) stops the run
 with an error naming the file. Each image then goes through :class:`faceregen.reconstruction.Reconstructor`;
 an image that fails (not an image, truncated, too large, no face) is reported and skipped, the others are
-processed, and the exit status is 1 when any failed. ``<output dir>/results.json`` lists every image's outcome.
+processed, and the exit status is 1 when any failed. Each image's folder is filled under a temporary name and
+renamed when complete: a failure (a full disk) leaves no partial folder. ``<output dir>/results.json`` lists
+every image's outcome.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from faceregen.image_io import image_files
-from faceregen.io import atomic_write_text
+from faceregen.io import atomic_folder, atomic_write_text
 from faceregen.reconstruction import (
     Reconstructor,
     read_imperfect_mesh,
@@ -95,33 +97,45 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
             try:
                 result = reconstructor(path)
                 log.info("%s: %s", path, result.face.describe())
-                folder = output_dir / unique_name(path, used)
-                files = write_reconstruction(folder, result, face_model.faces)
-                if cfg.summary:
-                    files["summary"] = write_summary(folder / "summary.png", result, face_model)
-                if imperfect is not None:
-                    mask = given_mask if given_mask is not None else wound_mask_from_surfaces(
-                        imperfect, result.vertices_mm, face_model.faces, cfg.wound_threshold_mm)
-                    files.update(write_filling(folder, imperfect, result.vertices_mm, face_model.faces, mask))
-                record.update(status="ok", face=result.face.to_dict(), files={k: str(v) for k, v in files.items()})
+                final = output_dir / unique_name(path, used)
+                with atomic_folder(final) as folder:
+                    files = write_reconstruction(folder, result, face_model.faces)
+                    if cfg.summary:
+                        files["summary"] = write_summary(folder / "summary.png", result, face_model)
+                    if imperfect is not None:
+                        mask = given_mask if given_mask is not None else wound_mask_from_surfaces(
+                            imperfect, result.vertices_mm, face_model.faces, cfg.wound_threshold_mm)
+                        files.update(write_filling(folder, imperfect, result.vertices_mm, face_model.faces, mask))
+                files = {k: str(final / Path(v).relative_to(folder)) for k, v in files.items()}
+                record.update(status="ok", face=result.face.to_dict(), files=files)
             except (OSError, ValueError) as err:
                 record["error"] = str(err) if str(path) in str(err) else f"{path}: {err}"
                 log.error("FAILED %s", record["error"])
             records.append(record)
-    atomic_write_text(output_dir / "results.json", json.dumps(records, indent=1) + "\n")
     return records
+
+
+def report(records: list[dict], output_dir: Path) -> None:
+    """Log how many images were restored, write ``results.json``; SystemExit (status 1) naming what failed,
+    a ``results.json`` that could not be written included."""
+    failed = [r for r in records if r["status"] != "ok"]
+    log.info("%d of %d images restored into %s", len(records) - len(failed), len(records), output_dir)
+    problems = [r["error"] for r in failed]
+    results = output_dir / "results.json"
+    try:
+        atomic_write_text(results, json.dumps(records, indent=1) + "\n")
+    except OSError as err:
+        log.error("FAILED %s: not written (%s)", results, err)
+        problems.append(f"{results}: not written ({err})")
+    if problems:
+        raise SystemExit(f"reconstruct: {len(failed)} of {len(records)} images failed: " + "; ".join(problems))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="reconstruct")
 def main(cfg: DictConfig) -> None:
     if cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
-    records = reconstruct(cfg)
-    failed = [r for r in records if r["status"] != "ok"]
-    log.info("%d of %d images restored into %s", len(records) - len(failed), len(records), cfg.paths.output_dir)
-    if failed:
-        raise SystemExit(f"reconstruct: {len(failed)} of {len(records)} images failed: "
-                         + "; ".join(r["error"] for r in failed))
+    report(reconstruct(cfg), Path(cfg.paths.output_dir))
 
 
 if __name__ == "__main__":

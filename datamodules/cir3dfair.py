@@ -13,7 +13,8 @@ Everything is decoded and aligned ONCE into a cache, ``<cache_dir>/<key>/``:
 ``has_wound_mask.npy`` bool (M,), ``index.npz`` (``item_sample``, ``item_light`` (N,), ``sample_identity``,
 ``sample_names`` (M,), ``identities``) and ``meta.json`` (written last). ``key`` hashes the input files
 (paths, sizes, mtimes), the alignment, the face model's vertex count and :data:`CACHE_VERSION`; training
-only memory-maps these arrays.
+only memory-maps these arrays. One process builds a folder while others wait (an inter-process lock beside
+it), after removing the temporary files a killed build left there.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from tqdm import tqdm
 
 from datamodules.splits import SPLIT_NAMES, load_or_create_split, ssl_identities
 from faceregen.alignment import align_face, get_template, read_five_points
-from faceregen.io import atomic_path, atomic_write_text
+from faceregen.image_io import rgb_array
+from faceregen.io import atomic_path, atomic_write_text, remove_temporaries
+from faceregen.locking import build_lock
 from faceregen.mesh_io import read_mesh
 
 log = logging.getLogger(__name__)
@@ -151,7 +154,7 @@ def read_image(path: Path) -> np.ndarray:
     """RGB uint8 (H, W, 3) from an image file; FileNotFoundError / ValueError naming the file."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return rgb_array(image)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found") from None
     except (OSError, SyntaxError, ValueError) as err:
@@ -505,14 +508,17 @@ class Cir3DFaIRDataModule(pl.LightningDataModule):
         self._check_manifest_face_model()
         samples = find_samples(self.root, self.identity_pattern)
         folder = self.cache_dir / cache_key(samples, self.root, self.alignment, self.n_vertices)
-        if (folder / "meta.json").is_file():
-            cache = PreprocessedCache.load(folder)
-            log.info("cir3dfair: using the cache %s", folder)
-        else:
-            log.info("cir3dfair: preprocessing %d samples into %s", len(samples), folder)
-            cache = build_cache(
-                folder, samples, self.n_vertices, self.alignment, self.on_error, self.preprocess_workers
-            )
+        with build_lock(folder):  # parallel jobs: one builds the cache, the others wait and load it
+            if (folder / "meta.json").is_file():
+                cache = PreprocessedCache.load(folder)
+                log.info("cir3dfair: using the cache %s", folder)
+            else:
+                for tmp in remove_temporaries(folder):
+                    log.info("cir3dfair: removed %s, left by a killed run", tmp)
+                log.info("cir3dfair: preprocessing %d samples into %s", len(samples), folder)
+                cache = build_cache(
+                    folder, samples, self.n_vertices, self.alignment, self.on_error, self.preprocess_workers
+                )
         if cache.skipped:
             if self.on_error == "raise":
                 raise ValueError(f"{folder} was built skipping {len(cache.skipped)} bad files: {cache.skipped[0][1]}")

@@ -18,7 +18,10 @@ SPLIT_NAMES = ("train", "val", "test")
 
 def split_counts(n_identities: int, ratios: Sequence[float]) -> tuple[int, int, int]:
     """Identities per split: ``n_val = round(n r_val / sum r)``, ``n_test`` likewise, ``n_train`` the rest,
-    each at least 1 (so every split is non-empty; needs ``n >= 3``). 50 identities, 6:2:2 -> 30/10/10.
+    each at least 1 (so every split is non-empty). 50 identities, 6:2:2 -> 30/10/10.
+
+    ValueError when a split's share ``n r / sum r`` (for a ratio ``r > 0``) is under one identity: the
+    split could not follow the ratios (3 identities at 6:2:2 would split 1/1/1); 6:2:2 needs ``n >= 5``.
     """
     ratios = tuple(float(r) for r in ratios)
     if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
@@ -28,6 +31,14 @@ def split_counts(n_identities: int, ratios: Sequence[float]) -> tuple[int, int, 
             f"an identity-disjoint train/val/test split needs >= 3 identities, the data has {n_identities}"
         )
     total = sum(ratios)
+    smallest = min(r for r in ratios if r > 0)
+    if n_identities * smallest / total < 1:
+        needed = math.ceil(total / smallest - 1e-9)
+        raise ValueError(
+            f"{n_identities} identities cannot be split {':'.join(f'{r:g}' for r in ratios)} (train:val:test) "
+            f"without a split of less than one identity's share; these ratios need at least {needed} identities "
+            "(synthetic data: generator.n_identities)"
+        )
     n_val = max(1, round(n_identities * ratios[1] / total))
     n_test = max(1, round(n_identities * ratios[2] / total))
     while n_identities - n_val - n_test < 1:

@@ -7,6 +7,8 @@ header before anything is decoded: Pillow's decompression-bomb guard runs with
 ``Image.MAX_IMAGE_PIXELS = max_pixels``, and its warning (``> max_pixels``) is an error here just as its
 ``DecompressionBombError`` (``> 2 max_pixels``) is. EXIF orientation is applied (phones store portraits sideways); images without
 EXIF, such as the project's renders, come out exactly as ``np.asarray(Image.open(p).convert("RGB"))``.
+High-bit-depth greyscale (16-bit PNG and TIFF: Pillow's modes ``I;16*`` and ``I``) is scaled to 8 bits
+(:func:`rgb_array`); Pillow's own conversion clips it at 255, which turns most of a photo white.
 """
 
 from __future__ import annotations
@@ -23,6 +25,25 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 #: Suffixes taken from a folder of images (a file named explicitly is read whatever its suffix).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+#: Pillow's modes of 16-bit greyscale images (PNG and TIFF decode to ``I;16*`` or ``I``).
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of a decoded image: 16-bit greyscale ``v`` becomes ``round(v * 255 / 65535)``
+    in all three channels; any other mode goes through Pillow's ``convert("RGB")`` (alpha dropped, palette
+    and CMYK expanded). ValueError for greyscale values outside 0..65535 (not an 8- or 16-bit image)."""
+    if image.mode not in WIDE_GREY_MODES:
+        return np.asarray(image.convert("RGB"))
+    grey = np.asarray(image).astype(np.int64)
+    if grey.size and (grey.min() < 0 or grey.max() > 65535):
+        raise ValueError(
+            f"{image.mode} greyscale values in {grey.min()}..{grey.max()}, expected an 8- or 16-bit image (0..65535)"
+        )
+    grey8 = ((grey * 255 + 32767) // 65535).astype(np.uint8)
+    return np.repeat(grey8[..., None], 3, axis=2)
 
 
 def read_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -48,7 +69,7 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
             with Image.open(path) as image:
                 image.load()
                 upright = ImageOps.exif_transpose(image)
-                rgb = np.asarray(upright.convert("RGB"))
+                rgb = rgb_array(upright)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ValueError(f"{path}: image too large, more than max_pixels={max_pixels} pixels ({err})") from None
     except UnidentifiedImageError:

@@ -59,12 +59,23 @@ def record_stages(cfg: DictConfig, start: str | Path | None) -> None:
     atomic_write_text(Path(cfg.paths.output_dir) / "stages.json", json.dumps(stages, indent=2))
 
 
+def check_training_settings(cfg: DictConfig) -> None:
+    """ValueError for a run that is to train (``train: true``) but whose trainer would train nothing."""
+    for key in ("max_epochs", "max_steps"):
+        if cfg.train and cfg.trainer.get(key) == 0:
+            raise ValueError(
+                f"trainer.{key}=0 with train=true trains nothing (and the run would pass for a trained "
+                f"{cfg.get('experiment_name')!r} result); set it >= 1, or train=false (experiment=pretrained) to test only"
+            )
+
+
 def run(cfg: DictConfig) -> float | None:
     """Fit ``cfg.model`` on ``cfg.data`` (when ``cfg.train``), then test the best checkpoint (``cfg.test``).
 
     Returns the best validation mean distance (or the test one when nothing was trained), so Hydra's
     sweepers can optimise it.
     """
+    check_training_settings(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     overrides = {}
     start = cfg.model.get("base_checkpoint")

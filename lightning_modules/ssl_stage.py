@@ -17,13 +17,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from callbacks.metrics_json import MetricsJSON
-from lightning_modules.base_stage import config_key
+from lightning_modules.base_stage import cached_stage, config_key
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict, save_mica_checkpoint
 
 log = logging.getLogger(__name__)
 
 #: Bump when stage 1's procedure changes: the cache key changes with it.
-SSL_STAGE_VERSION = 1
+SSL_STAGE_VERSION = 2
 CHECKPOINT_NAME = "mica_ssl.tar"
 
 
@@ -47,22 +47,28 @@ def ssl_stage_key(cfg: DictConfig, start_checkpoint: Path) -> str:
         },
         "ssl_stage": {k: cfg.ssl_stage[k] for k in cfg.ssl_stage if k != "cache_dir"},
     }
-    return config_key(decided_by)
+    return config_key(decided_by, cfg.paths.root_dir)
 
 
 def ensure_ssl_checkpoint(cfg: DictConfig, start_checkpoint: Path) -> Path:
     """MICA-layout checkpoint with the SwAV-trained encoder; trains SwAV first when not cached."""
+    folder = Path(cfg.ssl_stage.cache_dir) / ssl_stage_key(cfg, start_checkpoint)
+    checkpoint = folder / CHECKPOINT_NAME
+    if checkpoint.is_file():
+        log.info("SwAV stage from the cache: %s", checkpoint)
+    return cached_stage(folder, checkpoint, lambda: train_ssl_stage(cfg, start_checkpoint, folder, checkpoint))
+
+
+def train_ssl_stage(cfg: DictConfig, start_checkpoint: Path, folder: Path, checkpoint: Path) -> None:
+    """SwAV from ``start_checkpoint`` (seeded by ``ssl_stage.seed``), saved as ``checkpoint``."""
+    import pytorch_lightning as pl
     from pytorch_lightning.loggers import CSVLogger
 
     from lightning_modules.runner import ensure_dataset, with_face_model
 
     stage = cfg.ssl_stage
-    folder = Path(stage.cache_dir) / ssl_stage_key(cfg, start_checkpoint)
-    checkpoint = folder / CHECKPOINT_NAME
-    if checkpoint.is_file():
-        log.info("SwAV stage from the cache: %s", checkpoint)
-        return checkpoint
     log.info("SwAV stage (ssl_fraction=%s) into %s", cfg.data.ssl_fraction, folder)
+    pl.seed_everything(stage.seed, workers=True)
     face_model = hydra.utils.instantiate(cfg.face_model)
     ensure_dataset(cfg, face_model)
     encoder_state, mapping_state = load_mica_checkpoint(start_checkpoint)
@@ -85,7 +91,6 @@ def ensure_ssl_checkpoint(cfg: DictConfig, start_checkpoint: Path) -> Path:
     trainer.fit(swav, datamodule=datamodule)
     if trainer.global_rank == 0:
         trained = swav.encoder_state_dict()
-        save_mica_checkpoint(checkpoint, trained["identity_encoder"], trained.get("mapping_network", mapping_state))
         OmegaConf.save(stage, folder / "ssl_stage.yaml")
+        save_mica_checkpoint(checkpoint, trained["identity_encoder"], trained.get("mapping_network", mapping_state))
     trainer.strategy.barrier()
-    return checkpoint

@@ -124,13 +124,21 @@ def copy_folder(source: Path, target: Path) -> Path:
 def test_split_counts_follow_6_2_2_and_keep_every_split_non_empty():
     assert split_counts(50, (0.6, 0.2, 0.2)) == (30, 10, 10)
     assert split_counts(10, (6, 2, 2)) == (6, 2, 2)
-    assert split_counts(3, (0.6, 0.2, 0.2)) == (1, 1, 1)
-    assert split_counts(4, (0.6, 0.2, 0.2)) == (2, 1, 1)
-    assert split_counts(3, (0.98, 0.01, 0.01)) == (1, 1, 1)
+    assert split_counts(5, (0.6, 0.2, 0.2)) == (3, 1, 1)
+    assert split_counts(3, (1, 1, 1)) == (1, 1, 1)
     with pytest.raises(ValueError, match=">= 3 identities"):
         split_counts(2, (0.6, 0.2, 0.2))
     with pytest.raises(ValueError, match="three non-negative"):
         split_counts(10, (0.5, 0.5))
+
+
+@pytest.mark.parametrize("n_identities, ratios", [(3, (0.6, 0.2, 0.2)), (4, (0.6, 0.2, 0.2)), (99, (0.98, 0.01, 0.01))])
+def test_split_refuses_identities_too_few_for_the_ratios(n_identities, ratios):
+    """A split whose share is under one identity cannot follow the ratios (3 at 6:2:2 would be 1/1/1)."""
+    needed = {0.2: 5, 0.01: 100}[ratios[2]]
+    with pytest.raises(ValueError, match=rf"{n_identities} identities cannot be split .* at least {needed} identities"):
+        split_counts(n_identities, ratios)
+    assert min(split_counts(needed, ratios)) == 1
 
 
 def test_split_is_over_identities_disjoint_and_seeded():
@@ -308,6 +316,35 @@ def test_cache_is_rebuilt_when_an_input_changes(tmp_path, data_root, face_model)
     assert other_alignment.cache.images.shape[-1] == 150
 
 
+def test_cache_build_removes_what_a_killed_build_left(tmp_path, data_root, face_model):
+    """A build killed mid-way leaves a temporary array and no meta.json: the next build removes the one and
+    completes the folder."""
+    root = copy_folder(data_root, tmp_path / "copy")
+    folder = root / "cache" / cir3dfair.cache_key(find_samples(root), root, "arcface_112", face_model.n_vertices)
+    folder.mkdir(parents=True)
+    (folder / ".images.k1ll3d.tmp.npy").write_bytes(b"\0" * 4096)
+    (folder / "vertices_mm.npy").write_bytes(b"not an array")
+    dm = make_datamodule(root, face_model)
+    dm.setup()
+    assert dm.cache.folder == folder and (folder / "meta.json").is_file()
+    assert not list(folder.glob(".*.tmp*"))
+    assert dm.cache.vertices_mm.shape[1:] == (face_model.n_vertices, 3)
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    """A 16-bit greyscale PNG (Pillow mode I;16) holding 257 k reads as k in all channels, in training and
+    in reconstruct.py (Pillow's convert("RGB") would clip it to 255 from k = 1 on)."""
+    from faceregen.image_io import read_rgb
+
+    levels = np.arange(256, dtype=np.uint16).reshape(16, 16) * 257
+    path = tmp_path / "grey16.png"
+    Image.fromarray(levels).save(path)
+    assert Image.open(path).mode.startswith("I")
+    expected = np.repeat(np.arange(256, dtype=np.uint8).reshape(16, 16, 1), 3, axis=2)
+    np.testing.assert_array_equal(cir3dfair.read_image(path), expected)
+    np.testing.assert_array_equal(read_rgb(path), expected)
+
+
 @pytest.fixture
 def bad_root(tmp_path, data_root, face_model):
     """A copy with a missing image, a corrupt PNG and a mesh of the wrong vertex count."""
@@ -382,7 +419,7 @@ def test_folder_without_landmarks_uses_the_face_detector(tmp_path, face_model):
     for landmarks in (root / "data2D").rglob("landmarks.npz"):
         landmarks.unlink()
         write_png(next(landmarks.parent.glob("*.png")), astronaut)
-    dm = make_datamodule(root, face_model, alignment="dlib_150", preprocess_workers=1)
+    dm = make_datamodule(root, face_model, alignment="dlib_150", preprocess_workers=1, split_ratios=(1, 1, 1))
     dm.setup()
     face = largest_central(FaceDetector().detect(astronaut), astronaut.shape)
     expected = align_face(astronaut, face.points_px, get_template("dlib_150")).transpose(2, 0, 1)

@@ -84,6 +84,22 @@ def test_finished_runs_in_paper_order(log_dir):
         runs.find_finished_runs(log_dir / "missing")
 
 
+def test_unreadable_and_untrained_runs_are_reported_and_skipped(log_dir, caplog):
+    """A truncated metrics.json and a run that was to train but trained nothing (trainer.max_epochs=0) are
+    named in a warning and left out; the other runs still make Table 1."""
+    truncated = fake_run(log_dir / "transfer" / "runs" / "killed", "transfer", 7, distances(1.0, 1.0, 1.0))
+    (truncated / "metrics.json").write_text('{"history": [{"epoch": 0, "val/lo')
+    untrained = fake_run(log_dir / "scratch" / "runs" / "zero_epochs", "scratch", 3, distances(5.0, 5.0, 5.0))
+    (untrained / ".hydra" / "config.yaml").write_text("experiment_name: scratch\nseed: 3\ntrain: true\n")
+    found = runs.find_finished_runs(log_dir)
+    assert [(r.experiment_name, r.seed) for r in found] == [
+        ("pretrained", 0), ("transfer", 0), ("transfer", 1), ("transfer", 2), ("ssl_20pct", 0), ("ssl_20pct", 1), ("zzz_ablation", 0)
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"{truncated / 'metrics.json'}: not valid JSON" in w for w in warnings)
+    assert any(f"{untrained / 'metrics.json'}: the run was to train (train: true) but trained no epoch" in w for w in warnings)
+
+
 def test_table1_mean_std_over_seeds_and_paper_column(log_dir, tmp_path):
     paths = table.write_table1(runs.find_finished_runs(log_dir), PAPER, tmp_path / "results")
     rows = {row["setting"]: row for row in csv.DictReader(paths["csv"].open())}

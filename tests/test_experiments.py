@@ -77,6 +77,19 @@ def test_sweep_folders_resolve_before_hydra_runs_a_job(monkeypatch):
     assert OmegaConf.select(cfg, "hydra.sweep.subdir") == "7_ssl_20pct_seed2"
 
 
+@pytest.mark.parametrize("key", ["max_epochs", "max_steps"])
+def test_a_training_run_that_would_train_nothing_is_refused(key, tmp_path):
+    """Otherwise it exits 0 and its test metrics pass for a trained result of its setting in Table 1."""
+    from lightning_modules.runner import run
+
+    cfg = tiny(compose_train(["experiment=transfer"]), tmp_path)
+    with open_dict(cfg):
+        cfg.trainer[key] = 0
+    with pytest.raises(ValueError, match=rf"trainer.{key}=0 with train=true trains nothing"):
+        run(cfg)
+    assert not (tmp_path / "cache").exists()  # refused before building anything
+
+
 def test_every_setting_shares_one_base_model():
     """Identical base weights: the base stage's cache key does not depend on the setting."""
     from lightning_modules.base_stage import base_stage_key

@@ -148,7 +148,7 @@ def test_render_uses_stored_landmarks_and_agrees_with_the_datamodule(dataset, ru
     with np.load(image.parent / "landmarks.npz") as landmarks:
         assert np.allclose(records[0]["face"]["points_px"], landmarks["points_px"][1, :5], atol=1e-3)
 
-    datamodule = Cir3DFaIRDataModule(dataset, face_model, alignment="dlib_150", num_workers=0,
+    datamodule = Cir3DFaIRDataModule(dataset, face_model, alignment="dlib_150", num_workers=0, split_ratios=(1, 1, 1),
                                      cache_dir=tmp_path / "cache", preprocess_workers=1)
     datamodule.setup()
     cache = datamodule.cache
@@ -282,3 +282,44 @@ def test_cli_stops_on_a_wrong_checkpoint(tmp_path, astronaut_png):
     result = run_cli(f"image={astronaut_png}", f"ckpt={mica}", f"hydra.run.dir={tmp_path / 'out'}")
     assert result.returncode != 0
     assert f"{mica}: a checkpoint in MICA's mica.tar layout" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr  # one message; HYDRA_FULL_ERROR=1 shows the traceback
+
+
+def test_a_failure_while_writing_leaves_no_partial_folder(run_ckpt, astronaut_png, tmp_path, monkeypatch):
+    """A write that fails half-way (a full disk) leaves no folder with a mesh but no summary; a complete one
+    is renamed into place and its record names the files there."""
+    import reconstruct as cli
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "write_summary", full_disk)
+    cfg = compose_reconstruct([f"image={astronaut_png}", f"ckpt={run_ckpt}"], tmp_path)
+    records = cli.reconstruct(cfg)
+    assert records[0]["status"] == "failed" and "No space left on device" in records[0]["error"]
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    records = cli.reconstruct(cfg)
+    assert records[0]["status"] == "ok" and [p.name for p in tmp_path.iterdir()] == ["astronaut"]
+    assert {Path(path).parent for path in records[0]["files"].values()} == {tmp_path / "astronaut"}
+    assert all(Path(path).is_file() for path in records[0]["files"].values())
+
+
+def test_results_json_not_written_is_reported_with_the_count(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import reconstruct as cli
+
+    records = [{"image": "a.png", "status": "ok"}, {"image": "b.png", "status": "failed", "error": "b.png: no face"}]
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(cli, "atomic_write_text", full_disk)
+    with pytest.raises(SystemExit, match=r"1 of 2 images failed: b.png: no face; .*results.json: not written"):
+        cli.report(records, tmp_path)
+    assert "1 of 2 images restored" in caplog.text
+    monkeypatch.undo()
+    cli.report(records[:1], tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text()) == records[:1]

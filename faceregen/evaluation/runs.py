@@ -11,6 +11,7 @@ FINISHED when its ``metrics.json`` has test metrics.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from tqdm import tqdm
 
 from faceregen.mesh_io import read_mesh
 from faceregen.postprocess import export_filling, extract_filling
+
+log = logging.getLogger(__name__)
 
 #: the settings of the paper's Table 1, in its order; other experiment names follow alphabetically
 PAPER_ORDER = ("pretrained", "transfer", "scratch", "ssl_20pct", "ssl_100pct")
@@ -66,7 +69,8 @@ def read_run(run_dir: str | Path) -> RunRecord | None:
 
     Raises:
         FileNotFoundError: a finished run without ``.hydra/config.yaml``.
-        ValueError: unreadable JSON, or a config without ``experiment_name`` / ``seed``.
+        ValueError: unreadable JSON, a config without ``experiment_name`` / ``seed``, or a run meant to
+            train (``train: true``) that trained no epoch (e.g. ``trainer.max_epochs=0``).
     """
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.json"
@@ -81,9 +85,20 @@ def read_run(run_dir: str | Path) -> RunRecord | None:
     config = OmegaConf.load(config_path)
     if "experiment_name" not in config or "seed" not in config:
         raise ValueError(f"{config_path}: expected the keys experiment_name and seed")
+    if config.get("train") and not metrics.get("history"):
+        raise ValueError(f"{metrics_path}: the run was to train (train: true) but trained no epoch (empty history)")
     stages_path = run_dir / "stages.json"
     stages = _read_json(stages_path) if stages_path.is_file() else {}
     return RunRecord(run_dir, str(config.experiment_name), int(config.seed), metrics, stages)
+
+
+def readable_run(run_dir: Path) -> RunRecord | None:
+    """:func:`read_run`, or None with a warning naming the problem when the run cannot be read."""
+    try:
+        return read_run(run_dir)
+    except (OSError, ValueError) as err:
+        log.warning("skipping the run %s: %s", run_dir, err)
+        return None
 
 
 def setting_order(names: Iterable[str]) -> list[str]:
@@ -93,11 +108,13 @@ def setting_order(names: Iterable[str]) -> list[str]:
 
 
 def find_finished_runs(log_dir: str | Path) -> list[RunRecord]:
-    """Every finished run under ``log_dir`` (any depth), ordered by setting (paper order), seed, folder."""
+    """Every finished run under ``log_dir`` (any depth), ordered by setting (paper order), seed, folder;
+    runs that cannot be read (truncated ``metrics.json``, missing config, nothing trained) are skipped
+    with a warning."""
     log_dir = Path(log_dir)
     if not log_dir.is_dir():
         raise FileNotFoundError(f"{log_dir}: log folder not found (expected the runs of train.py under it)")
-    runs = [run for path in sorted(log_dir.rglob("metrics.json")) if (run := read_run(path.parent)) is not None]
+    runs = [run for path in sorted(log_dir.rglob("metrics.json")) if (run := readable_run(path.parent)) is not None]
     order = {name: i for i, name in enumerate(setting_order(r.experiment_name for r in runs))}
     return sorted(runs, key=lambda r: (order[r.experiment_name], r.seed, str(r.run_dir)))
 

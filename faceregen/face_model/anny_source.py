@@ -41,6 +41,7 @@ from tqdm import tqdm
 from faceregen.face_model.anthropometry import compare_to_survey, format_comparison
 from faceregen.face_model.linear import LinearFaceModel
 from faceregen.face_model.regions_anny import anny_ear_regions, anny_landmarks, anny_regions, mesh_report
+from faceregen.locking import build_lock
 
 if TYPE_CHECKING:
     import anny
@@ -288,10 +289,11 @@ def anny_face_model(
 ) -> LinearFaceModel:  # fmt: skip
     """The embedded face model: loaded from ``anny_cache_path(...)`` or built (about a minute) and saved there."""
     path = anny_cache_path(n_components, n_samples, seed, cache_dir, heldout_fraction)
-    if path.exists():
-        return LinearFaceModel.load(path)
-    model = build_anny_face_model(n_components, n_samples, seed, heldout_fraction)
-    print(f"face model {model.name}: the training heads against ANSUR II (adults, even mix of sexes)")
-    print(format_comparison(model.info["anthropometry"]))
-    model.save(path)
+    with build_lock(path):  # parallel jobs: one builds, the others wait and load it
+        if path.exists():
+            return LinearFaceModel.load(path)
+        model = build_anny_face_model(n_components, n_samples, seed, heldout_fraction)
+        print(f"face model {model.name}: the training heads against ANSUR II (adults, even mix of sexes)")
+        print(format_comparison(model.info["anthropometry"]))
+        model.save(path)
     return model

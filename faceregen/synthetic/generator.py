@@ -60,6 +60,7 @@ from tqdm import tqdm
 
 from faceregen.face_model.linear import FIVE_POINT_NAMES, LinearFaceModel
 from faceregen.io import atomic_write_bytes, atomic_write_text
+from faceregen.locking import one_builder_per
 from faceregen.mesh_io import read_mesh, write_mesh
 from faceregen.synthetic.surface_detail import DETAIL_STREAM, SurfaceDetail
 from faceregen.synthetic.wounds import NO_WOUND, WOUND_TYPES, make_wound
@@ -354,7 +355,7 @@ def _remove_stale_temporaries(root: Path) -> None:
         pattern = ".*.tmp*" if sub == "." else "**/.*.tmp*"
         for tmp in (root / sub).glob(pattern):
             if tmp.is_file():
-                tmp.unlink()
+                tmp.unlink(missing_ok=True)
 
 
 def _check_resume(root: Path, params: dict) -> bool:
@@ -376,6 +377,7 @@ def _check_resume(root: Path, params: dict) -> bool:
     return False
 
 
+@one_builder_per("root")  # parallel jobs: one generates, the others wait and find it finished
 def generate_dataset(
     root: str | Path,
     face_model: LinearFaceModel,
@@ -482,5 +484,5 @@ def generate_dataset(
     if contact_sheet_samples > 0:
         write_contact_sheet(root, manifest, contact_sheet_samples)
     atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
-    (root / PENDING_PARAMS_NAME).unlink()
+    (root / PENDING_PARAMS_NAME).unlink(missing_ok=True)
     return manifest_path
