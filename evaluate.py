@@ -1,7 +1,8 @@
 """Evaluate finished runs: ``python evaluate.py`` (``make eval``). All settings are in ``conf/eval.yaml``.
 
-Writes ``results_dir/``: ``table1.md``/``table1.csv`` (test distances per setting over seeds, beside the
-paper's), ``loss_curves.png``, ``swav_loss.png``, ``error_heatmaps.png``, ``reconstructions.png`` and, with
+Writes ``results_dir/``: ``table1.md``/``table1.csv`` (test errors per setting over seeds beside the
+baselines and the paper's, then paired comparisons with bootstrap intervals: ``comparisons.csv``),
+``baselines.csv`` (the baselines' per-image metrics), ``loss_curves.png``, ``swav_loss.png``, ``error_heatmaps.png``, ``reconstructions.png`` and, with
 ``export.fillings=true``, ``fillings/<sample>.*`` and ``fillings.csv``. With ``ckpt=...`` only that
 checkpoint is evaluated (``checkpoint_test.json`` + its figures and fillings), e.g. on another folder:
 ``python evaluate.py ckpt=<run>/checkpoints/last.ckpt data.root=/path/to/Cir3D-FaIR``.
@@ -15,14 +16,17 @@ import logging
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from faceregen.evaluation import figures, runs, table
+from faceregen.evaluation.baselines import baseline_sample_metrics
 from faceregen.io import atomic_write_text
 from faceregen.plotting import save_figure
 from lightning_modules.checkpoints import evaluate_test_split, load_trained_run
+from lightning_modules.runner import with_face_model
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,40 @@ def write_checkpoint_results(cfg: DictConfig, checkpoint: Path, results_dir: Pat
                  sum(bool(r["stl"]) for r in rows), len(rows), results_dir / "fillings")
 
 
+def dataset_arrays(datamodule, dataset) -> dict[str, np.ndarray]:
+    """Every item of a split as arrays: image, vertices_mm, wound_mask, light, and the items' sample/identity."""
+    batch = dataset.__getitems__(list(range(len(dataset))))
+    arrays = {k: batch[k].numpy() for k in ("image", "vertices_mm", "light")}
+    arrays["wound_mask"] = (batch["wound_mask"] & batch["has_wound_mask"][:, None]).numpy()
+    return {**arrays, **datamodule.describe_items(batch["index"].numpy())}
+
+
+def test_split_baselines(cfg: DictConfig, checkpoint: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Per-image test metrics of the baselines (mean shape, linear probe, decoder's best fit) on the data of
+    ``checkpoint``'s run; the probe learns from its train split plus the complete faces under
+    ``cfg.baselines.extra_train_root`` when that folder holds a dataset. Also ``<results>/baselines.csv``."""
+    trained = load_trained_run(checkpoint, cfg.paths, data_overrides(cfg), cfg.trusted_targets)
+    datamodule = trained.test_datamodule()
+    datamodule.setup()
+    splits = {name: dataset_arrays(datamodule, getattr(datamodule, f"{name}_dataset")) for name in ("train", "val", "test")}
+    extra_root = cfg.baselines.extra_train_root
+    if extra_root and (Path(extra_root) / "manifest.json").is_file():
+        extra = with_face_model(trained.config.data)(
+            face_model=trained.face_model, alignment=trained.module.identity_encoder.alignment, root=extra_root
+        )
+        extra.setup()
+        parts = [dataset_arrays(extra, getattr(extra, f"{n}_dataset")) for n in ("train", "val", "test")]
+        splits["train"] = {k: np.concatenate([splits["train"][k], *(p[k] for p in parts)]) for k in ("image", "vertices_mm")}
+    log.info("baselines: the linear probe learns from %d images", len(splits["train"]["image"]))
+    metrics = baseline_sample_metrics(trained.face_model, splits, trained.module.hparams.now_test_images)
+    described = {k: splits["test"][k] for k in ("sample", "identity", "light")}
+    results = {name: {**described, **values} for name, values in metrics.items()}
+    rows = [{"baseline": name, **{k: v[i].item() for k, v in values.items()}}
+            for name, values in results.items() for i in range(len(described["sample"]))]
+    atomic_write_text(Path(cfg.results_dir) / "baselines.csv", table.csv_text(rows))
+    return results
+
+
 def evaluate(cfg: DictConfig) -> None:
     """One checkpoint (``cfg.ckpt``), or every finished run under ``cfg.runs_dir`` (module docstring)."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -83,7 +121,9 @@ def evaluate(cfg: DictConfig) -> None:
         raise ValueError(f"{cfg.runs_dir}: no finished run (metrics.json with test metrics); run train.py first")
     if cfg.reevaluate:
         records = reevaluated(records, cfg)
-    paths = table.write_table1(records, cfg.paper_table1, results_dir)
+    reference = next((r.best_checkpoint for r in records if r.best_checkpoint is not None), None)
+    baselines = test_split_baselines(cfg, reference) if cfg.baselines.enabled and reference else None
+    paths = table.write_table1(records, cfg.paper_table1, results_dir, baselines)
     log.info("Table 1 (%d runs) -> %s\n%s", len(records), paths["md"], paths["md"].read_text())
     for name, draw in (("loss_curves", figures.loss_curves_figure), ("swav_loss", figures.swav_loss_figure)):
         figure = draw(records)

@@ -10,12 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 
+from faceregen.evaluation.runs import TEST_SAMPLES_NAME
 from faceregen.evaluation.table import csv_text
 from faceregen.io import atomic_write_text
-
-#: Per-image test metrics of a run, beside metrics.json: one row per test image (sample, identity, light,
-#: then the protocol's metrics, ``faceregen.evaluation.protocol.SAMPLE_METRICS``).
-TEST_SAMPLES_NAME = "test_samples.csv"
 
 
 def _plain(metrics: dict) -> dict[str, float]:

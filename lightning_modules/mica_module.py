@@ -12,8 +12,9 @@ similarity fit of each prediction to its ground truth (the shape alone) and the 
 baseline a model has to beat). Beside them, every per-sample metric of the evaluation protocol
 (:mod:`faceregen.evaluation.protocol`: the authors' MSE in mm^2, face-region and per-part errors after a rigid
 fit, inside / outside the wound, the NoW-style face-region error), logged as ``<stage>/<metric>``: the mean
-over the stage's images. The NoW protocol runs on each sample's first render (``light`` 0) of the test
-split and of the first ``now_val_images`` such validation images of each epoch (it costs ~0.2 s an image). The test's per-image values are kept
+over the stage's images. The NoW protocol (~0.3 s an image) runs on the first ``now_test_images`` test
+images and the first ``now_val_images`` validation images of each epoch that are their sample's first
+render (``light`` 0): the same images for every run, so runs compare pairwise. The test's per-image values are kept
 (:meth:`MICAModule.test_sample_metrics`) for paired comparisons between settings.
 """
 
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 from torchmetrics import CatMetric, MeanMetric
 
-from faceregen.evaluation.protocol import SAMPLE_METRICS, EvaluationProtocol
+from faceregen.evaluation.protocol import SAMPLE_METRICS, EvaluationProtocol, now_images
 
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
@@ -56,7 +57,8 @@ class MICAModule(pl.LightningModule):
         scheduler: optional partial LR scheduler.
         base_checkpoint: MICA-layout checkpoint (``mica.tar`` or the embedded base model) to start from.
         n_components: how many face-model components the mapping network predicts (None: all).
-        now_val_images: validation images per epoch that get the NoW protocol (the first first-light ones).
+        now_val_images / now_test_images: how many images get the NoW protocol, per validation epoch / test:
+            the first ones (in the split's order) that are their sample's first render (``light`` 0).
     """
 
     def __init__(
@@ -70,7 +72,8 @@ class MICAModule(pl.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         base_checkpoint: str | None = None,
         n_components: int | None = None,
-        now_val_images: int = 40,
+        now_val_images: int = 16,
+        now_test_images: int = 60,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler"])
@@ -146,12 +149,11 @@ class MICAModule(pl.LightningModule):
         return loss
 
     def _update_sample_metrics(self, pred: torch.Tensor, batch: dict, stage: str) -> None:
-        """The protocol's per-image metrics of this batch. NoW: on each sample's first render (``light`` 0)
-        of the test split, and of the first ``now_val_images`` such validation images of each epoch."""
-        now = (batch["light"] == 0).cpu().numpy() if "light" in batch else np.ones(len(pred), bool)
-        if stage == "val":
-            now &= np.cumsum(now) + self._now_images_seen <= self.hparams.now_val_images
-            self._now_images_seen += int(now.sum())
+        """The protocol's per-image metrics of this batch; NoW on the stage's first ``now_<stage>_images``
+        images that are their sample's first render (``light`` 0)."""
+        first = (batch["light"] == 0).cpu().numpy() if "light" in batch else np.ones(len(pred), bool)
+        now = now_images(first, self.hparams[f"now_{stage}_images"], self._now_images_seen)
+        self._now_images_seen += int(now.sum())
         wound = (batch["wound_mask"] & batch["has_wound_mask"][:, None]).cpu().numpy()
         values = self.protocol.per_sample(pred.detach().cpu().numpy(), batch["vertices_mm"].cpu().numpy(), wound, now=now)
         for name, value in values.items():
@@ -171,6 +173,9 @@ class MICAModule(pl.LightningModule):
         return values
 
     def on_validation_epoch_start(self) -> None:
+        self._now_images_seen = 0
+
+    def on_test_epoch_start(self) -> None:
         self._now_images_seen = 0
 
     def on_validation_epoch_end(self) -> None:

@@ -45,9 +45,9 @@ def fake_run(folder: Path, experiment: str, seed: int, test: dict | None, histor
     return folder
 
 
-def distances(mean: float, wound: float, intact: float) -> dict:
-    return {"test/mean_distance_mm": mean, "test/wound_distance_mm": wound, "test/intact_distance_mm": intact,
-            "test/aligned_distance_mm": mean / 2, "test/mean_shape_distance_mm": 12.0, "test/loss": 1.0}
+def distances(mean: float, wound: float, face: float) -> dict:
+    return {"test/distance_mm": mean, "test/wound_rigid_mm": wound, "test/face_rigid_mm": face,
+            "test/face_similarity_mm": face / 2, "test/mse_mm2": 12.0, "test/loss": 1.0}
 
 
 def history(train: list[float], val: list[float]) -> list[dict]:
@@ -67,7 +67,7 @@ def log_dir(tmp_path: Path) -> Path:
         fake_run(logs / "ssl_20pct" / "runs" / f"t{seed}", "ssl_20pct", seed, distances(m, m, m),
                  history([2.0, 1.0], [2.0, 1.5]), stages={"ssl_stage_dir": str(ssl_stage)})
     fake_run(logs / "zzz_ablation" / "runs" / "t", "zzz_ablation", 0, distances(9.0, 9.0, 9.0))
-    fake_run(logs / "pretrained" / "runs" / "t", "pretrained", 0, {"test/mean_distance_mm": 11.0})
+    fake_run(logs / "pretrained" / "runs" / "t", "pretrained", 0, {"test/distance_mm": 11.0})
     fake_run(logs / "scratch" / "runs" / "unfinished", "scratch", 0, None, history([1.0], [1.0]))  # no test: skipped
     (logs / "generate" / "runs" / "t").mkdir(parents=True)  # no metrics.json: skipped
     return logs
@@ -106,21 +106,55 @@ def test_table1_mean_std_over_seeds_and_paper_column(log_dir, tmp_path):
     assert list(rows) == ["pretrained", "transfer", "ssl_20pct", "zzz_ablation"]
     transfer = rows["transfer"]
     assert transfer["n_seeds"] == "3" and transfer["seeds"] == "0 1 2"
-    # seeds 1, 2, 3 mm: mean 2, sample std 1; wound 2, 4, 6: 4 +/- 2; intact 0.5, 1.5, 2.5: 1.5 +/- 1
-    assert float(transfer["mean_distance_mm_mean"]) == pytest.approx(2.0)
-    assert float(transfer["mean_distance_mm_std"]) == pytest.approx(1.0)
-    assert float(transfer["wound_distance_mm_mean"]) == pytest.approx(4.0)
-    assert float(transfer["wound_distance_mm_std"]) == pytest.approx(2.0)
-    assert float(transfer["intact_distance_mm_std"]) == pytest.approx(1.0)
+    # seeds 1, 2, 3 mm: mean 2, sample std 1; wound 2, 4, 6: 4 +/- 2; face 0.5, 1.5, 2.5: 1.5 +/- 1
+    assert float(transfer["distance_mm_mean"]) == pytest.approx(2.0)
+    assert float(transfer["distance_mm_std"]) == pytest.approx(1.0)
+    assert float(transfer["wound_rigid_mm_mean"]) == pytest.approx(4.0)
+    assert float(transfer["wound_rigid_mm_std"]) == pytest.approx(2.0)
+    assert float(transfer["face_rigid_mm_std"]) == pytest.approx(1.0)
     assert float(transfer["paper_mean_distance"]) == pytest.approx(0.3642)
-    assert float(rows["ssl_20pct"]["mean_distance_mm_std"]) == pytest.approx(math.sqrt(0.125))
+    assert float(rows["ssl_20pct"]["distance_mm_std"]) == pytest.approx(math.sqrt(0.125))
     assert float(rows["ssl_20pct"]["paper_mean_distance"]) == pytest.approx(0.3353)
     # one seed: no spread; a metric the run did not report and a setting the paper lacks: empty cells
-    assert rows["pretrained"]["mean_distance_mm_std"] == "" and rows["pretrained"]["wound_distance_mm_mean"] == ""
+    assert rows["pretrained"]["distance_mm_std"] == "" and rows["pretrained"]["wound_rigid_mm_mean"] == ""
     assert rows["zzz_ablation"]["paper_mean_distance"] == ""
     markdown = paths["md"].read_text()
-    assert "| Transfer Learning | 3 | 2.000 ± 1.000 | 4.000 ± 2.000 | 1.500 ± 1.000 | 1.000 ± 0.500 | 12.000 ± 0.000 | 0.3642 |" in markdown
-    assert "| Pretrained MICA (no fine-tuning) | 1 | 11.000 | n/a | n/a | n/a | n/a |  |" in markdown
+    assert "| Transfer Learning | 3 | 2.00 ± 1.00 | 12.00 ± 0.00 | 1.50 ± 1.00 | 0.75 ± 0.50 | 4.00 ± 2.00 | n/a | n/a | n/a | 0.3642 |" in markdown
+    assert "| Pretrained MICA (no fine-tuning) | 1 | 11.00 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |  |" in markdown
+
+
+def test_baseline_rows_and_paired_comparisons(log_dir, tmp_path):
+    """Per-image test metrics of two settings on the same 40 identities: ssl_20pct is 0.5 mm better on every
+    identity (significant), the mean shape 1 mm worse than transfer; baselines come first in Table 1."""
+    rng = np.random.default_rng(0)
+    identities = np.repeat([f"CTM{i:05d}" for i in range(40)], 2)
+    truth = rng.uniform(1.0, 3.0, 40).repeat(2)
+
+    def samples(offset: float) -> dict:
+        return {"sample": identities, "identity": identities, "light": np.zeros(80),
+                **{m: truth + offset for m in table.COMPARED_METRICS}}
+
+    def write(run_dir: Path, offset: float) -> None:
+        table_rows = [{k: v[i] for k, v in samples(offset).items()} for i in range(80)]
+        (run_dir / runs.TEST_SAMPLES_NAME).write_text(table.csv_text(table_rows))
+
+    for seed in range(3):
+        write(log_dir / "transfer" / "multiruns" / "2026-01-01_00-00-00" / str(seed), 0.0)
+    for seed in range(2):
+        write(log_dir / "ssl_20pct" / "runs" / f"t{seed}", -0.5)
+    mean_shape = {**samples(1.0), **{m: np.full(80, 9.0) for m in (*table.TABLE1_METRICS, *table.PART_METRICS)}}
+    mean_shape = {k.split("/", 1)[-1]: v for k, v in mean_shape.items()}
+    mean_shape.update({m: truth + 1.0 for m in table.COMPARED_METRICS})
+    paths = table.write_table1(runs.find_finished_runs(log_dir), PAPER, tmp_path / "results", {"mean_shape": mean_shape})
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert rows[0]["setting"] == "mean_shape" and float(rows[0]["face_rigid_mm_mean"]) == pytest.approx(truth.mean() + 1)
+    compared = {(r["a"], r["b"], r["metric"]): r for r in csv.DictReader(paths["comparisons"].open())}
+    ssl = compared[("ssl_20pct", "transfer", "face_rigid_mm")]
+    assert float(ssl["difference"]) == pytest.approx(-0.5) and ssl["significant"] == "True"
+    assert float(ssl["low"]) == pytest.approx(-0.5) and float(ssl["high"]) == pytest.approx(-0.5)
+    versus_baseline = compared[("transfer", "mean_shape", "now_mean_mm")]
+    assert float(versus_baseline["difference"]) == pytest.approx(-1.0)
+    assert "## Paired comparisons" in paths["md"].read_text()
 
 
 def test_mean_curve_over_seeds():

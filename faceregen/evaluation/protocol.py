@@ -41,6 +41,14 @@ SAMPLE_METRICS = (
 NOW_METRICS = tuple(name for name in SAMPLE_METRICS if name.startswith("now_"))
 
 
+def now_images(first_render: np.ndarray, budget: int, seen: int = 0) -> np.ndarray:
+    """Which images (B,) of a batch get the NoW protocol: those that are their sample's first render, while
+    fewer than ``budget`` such images came before (``seen`` in earlier batches). The same images for every
+    run over the same split order, so runs compare pairwise."""
+    first = np.asarray(first_render, dtype=bool)
+    return first & (np.cumsum(first) + seen <= budget)
+
+
 def _fitted(pred: np.ndarray, gt: np.ndarray, on: np.ndarray, with_scale: bool) -> np.ndarray:
     """``P`` (B, V, 3) moved by the least-squares rigid / similarity fit of ``P[:, on]`` onto ``G[:, on]``."""
     scale, rotation, translation = geometry.umeyama(pred[:, on], gt[:, on], with_scale)

@@ -101,6 +101,30 @@ def readable_run(run_dir: Path) -> RunRecord | None:
         return None
 
 
+#: a run's per-image test metrics, beside metrics.json (written by callbacks/metrics_json.py): one row per
+#: test image: sample, identity, light, then :data:`faceregen.evaluation.protocol.SAMPLE_METRICS`
+TEST_SAMPLES_NAME = "test_samples.csv"
+
+
+def read_test_samples(run_dir: str | Path) -> dict[str, np.ndarray] | None:
+    """A run's ``test_samples.csv`` as columns (``sample``, ``identity`` as str; the metrics as float, NaN
+    for empty cells); None when the run has none."""
+    import csv
+
+    path = Path(run_dir) / TEST_SAMPLES_NAME
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return None
+    text = {"sample", "identity"}
+    return {
+        name: np.array([r[name] for r in rows]) if name in text else np.array([float(r[name] or "nan") for r in rows])
+        for name in rows[0]
+    }
+
+
 def setting_order(names: Iterable[str]) -> list[str]:
     """Distinct setting names in the paper's order (:data:`PAPER_ORDER`), then the others alphabetically."""
     names = set(names)
