@@ -75,6 +75,18 @@ def point_to_surface_distance_mm(points_mm: np.ndarray, vertices_mm: np.ndarray,
     return closest_points_on_surface(points_mm, vertices_mm, faces)[1]
 
 
+def distance_report(distances: np.ndarray, alignment: Similarity) -> dict:
+    """NoW's figures of scan-to-surface distances (mm): median, mean, std, with the points and the alignment."""
+    return {
+        "median_mm": float(np.median(distances)),
+        "mean_mm": float(distances.mean()),
+        "std_mm": float(distances.std()),
+        "n_points": int(len(distances)),
+        "distances_mm": distances,
+        "alignment": alignment,
+    }
+
+
 def scan_to_mesh_distance(
     scan_points_mm: np.ndarray,
     scan_landmarks_mm: np.ndarray,
@@ -98,14 +110,7 @@ def scan_to_mesh_distance(
     alignment = umeyama(mesh_landmarks_mm, scan_landmarks_mm, with_scale=with_scale)
     aligned_vertices = alignment.apply(_points("mesh vertices", mesh_vertices_mm))
     distances = point_to_surface_distance_mm(scan_points_mm, aligned_vertices, mesh_faces)
-    return {
-        "median_mm": float(np.median(distances)),
-        "mean_mm": float(distances.mean()),
-        "std_mm": float(distances.std()),
-        "n_points": int(len(distances)),
-        "distances_mm": distances,
-        "alignment": alignment,
-    }
+    return distance_report(distances, alignment)
 
 
 #: About how many cropped scan points the ICP refinement of :func:`now_distance` uses (every k-th).
@@ -169,11 +174,4 @@ def now_distance(
         if improvement < 1e-4:
             break
     distances = point_to_surface_distance_mm(crop, alignment.apply(vertices), faces)
-    return {
-        "median_mm": float(np.median(distances)),
-        "mean_mm": float(distances.mean()),
-        "std_mm": float(distances.std()),
-        "n_points": int(len(distances)),
-        "distances_mm": distances,
-        "alignment": alignment,
-    }
+    return distance_report(distances, alignment)
