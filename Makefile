@@ -21,7 +21,7 @@ train: setup
 	$(PY) train.py
 
 sweep: setup
-	$(PY) train.py -m experiment=pretrained,transfer,scratch,ssl_20pct,ssl_100pct seed=0,1,2,3,4 trainer.max_epochs=12
+	$(PY) train.py -m seed=0,1,2,3,4 experiment=pretrained,transfer,scratch,ssl_20pct,ssl_100pct trainer.max_epochs=12
 
 # make reconstruct [IMAGE=photo.png|folder] [CKPT=logs/<task>/runs/<time>/checkpoints/last.ckpt] (default: the newest run)
 IMAGE ?= examples/astronaut.png
