@@ -14,8 +14,8 @@ baseline a model has to beat). Beside them, every per-sample metric of the evalu
 fit, inside / outside the wound, the NoW-style face-region error), logged as ``<stage>/<metric>``: the mean
 over the stage's images. The NoW protocol (~0.3 s an image) runs on the first ``now_test_images`` test
 images and the first ``now_val_images`` validation images of each epoch that are their sample's first
-render (``light`` 0): the same images for every run, so runs compare pairwise. The test's per-image values are kept
-(:meth:`MICAModule.test_sample_metrics`) for paired comparisons between settings.
+render (``light`` 0): the same images for every run, so runs compare pairwise. The test's per-image
+values are kept (:meth:`MICAModule.test_sample_metrics`) for paired comparisons between settings.
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ import torch
 from torch import nn
 from torchmetrics import CatMetric, MeanMetric
 
-from faceregen.evaluation.protocol import SAMPLE_METRICS, EvaluationProtocol, now_images
-
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict
+from faceregen.evaluation.protocol import SAMPLE_METRICS, EvaluationProtocol, now_images
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
 from faceregen.face_model.decoder import region_weights as per_vertex_region_weights
 from faceregen.face_model.linear import LinearFaceModel
