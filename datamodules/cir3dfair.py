@@ -403,7 +403,7 @@ class Cir3DFaIRDataset(Dataset):
             "has_wound_mask": torch.from_numpy(self.has_wound_mask[rows]),
             "identity": torch.from_numpy(self.sample_identity[rows]),
             "index": torch.from_numpy(index),
-            "light": torch.from_numpy(self.item_light[index]),
+            "light": torch.from_numpy(self.item_light[index].astype(np.int64)),
         }
         if self.ssl_transform is not None:
             per_image = [self.ssl_transform(image) for image in batch["image"]]

@@ -220,7 +220,7 @@ def test_batches_have_the_contract_shapes_and_dtypes(datamodule, face_model):
     v = face_model.n_vertices
     expected = {"image": ((8, 3, 112, 112), torch.uint8), "vertices_mm": ((8, v, 3), torch.float32),
                 "wound_mask": ((8, v), torch.bool), "has_wound_mask": ((8,), torch.bool),
-                "identity": ((8,), torch.int64), "index": ((8,), torch.int64)}
+                "identity": ((8,), torch.int64), "index": ((8,), torch.int64), "light": ((8,), torch.int64)}
     assert {k: (tuple(t.shape), t.dtype) for k, t in batch.items()} == expected
     assert batch["has_wound_mask"].all()
     single = datamodule.val_dataset[0]
