@@ -94,7 +94,7 @@ def write_restoration_table(cfg: DictConfig, results_dir: Path) -> None:
         cases = [measure.with_detail(c, np.random.default_rng([cfg.seed, i]), settings.detail_rms_mm)
                  for i, c in enumerate(cases)]
     face_model = hydra.utils.instantiate(cfg.face_model)
-    restorer = hydra.utils.instantiate(cfg.restorer, face_model=face_model)
+    restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model)
     out = results_dir / "restoration"
     rows = [measure.evaluate_case(restorer, case, method, variant, cfg.seed)
             for case in tqdm(cases, desc="restoration") for variant in settings.variants for method in settings.methods]

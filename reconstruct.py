@@ -87,7 +87,7 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
     if cfg.wound_mask and imperfect is None:
         raise ValueError(f"wound_mask={cfg.wound_mask} needs imperfect_mesh (the wounded face) too")
     given_mask = read_wound_mask(cfg.wound_mask, len(imperfect.vertices_mm)) if cfg.wound_mask else None
-    restorer = hydra.utils.instantiate(cfg.restorer, face_model=face_model) if imperfect is not None else None
+    restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model) if imperfect else None
     reconstructor = Reconstructor(
         model, cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.detector, cfg.upsample, cfg.min_detection_score
     )

@@ -39,7 +39,7 @@ def restore(cfg: DictConfig) -> dict:
         face_model = hydra.utils.instantiate(cfg.face_model)
     scan = read_scan(cfg.scan, cfg.scan_units)
     mask = read_wound_mask(cfg.wound_mask, len(scan.vertices_mm)) if cfg.wound_mask else None
-    restorer = hydra.utils.instantiate(cfg.restorer, face_model=face_model)
+    restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model)
     restoration = restorer(scan, prior_code, mask, cfg.completion)
     paths = write_restoration(Path(cfg.paths.output_dir), restoration, cfg.summary)
     report = restoration.report()

@@ -24,7 +24,7 @@ Every method shares the wound detection and the filling (the restoration path), 
 in the completed surface. Metrics: the ground truth's wound vertices (label, mapped into the scan's frame)
 to the completed SURFACE (exact point-to-surface distance): RMSE and mean (mm); the filling built and
 watertight; its volume against the true filling's (label vs wounded head under the generator's mask):
-``|V - V_true| / V_true``; wound-detection IoU against the generator's mask (per scan vertex; for the
+``(V - V_true) / V_true`` per case, its magnitude in the table; wound-detection IoU against the generator's mask (per scan vertex; for the
 remeshed variant the mask is carried to each new vertex from the nearest original one).
 """
 
@@ -183,7 +183,7 @@ def evaluate_case(restorer: Restorer, case: Case, method: str, variant: str, see
                    iou=float((mask & true_mask).sum() / max((mask | true_mask).sum(), 1)), error=error)
         if filling is not None:
             row.update(built=True, watertight=bool(filling.is_watertight),
-                       volume_error=float(abs(filling.volume - true_volume) / true_volume))
+                       volume_error=float((filling.volume - true_volume) / true_volume))
     except ValueError as err:
         row["error"] = str(err)
     return row
@@ -197,7 +197,7 @@ def summary_rows(rows: Sequence[dict]) -> list[dict]:
             groups.setdefault((row["method"], row["variant"], wound_type), []).append(row)
     out = []
     for (method, variant, wound_type), members in groups.items():
-        volume = np.array([m["volume_error"] for m in members if m["built"]])
+        volume = np.abs([m["volume_error"] for m in members if m["built"]])
         with np.errstate(invalid="ignore"):
             out.append({
                 "method": method, "variant": variant, "wound_type": wound_type, "cases": len(members),

@@ -62,7 +62,7 @@ class CompletionSettings:
     iterations: int = 12
     prior_weight_mm2: float = 2.0
     image_prior_weight_mm2: float = 8.0
-    detail_smoothing: float = 30.0
+    detail_smoothing: float = 5.0
     detail_decay: float = 1e-3
     detail_reach_mm: float = 3.0
 
@@ -130,9 +130,9 @@ class FaceModelFit:
                                        self.icp_settings)
             w = np.zeros(len(points))
             w[found.valid], sigma = tukey_weights(found.residual[found.valid], self.icp_settings.sigma_floor_mm)
-            if step == iterations:
-                return code, pose, w, sigma, truncated_cost(found, 5.0)
             keep = w > 0
+            if step == iterations or keep.sum() < 10:  # done, or nothing left to fit (a wrong orientation)
+                return code, pose, w, sigma, truncated_cost(found, 5.0) if keep.sum() >= 10 else np.inf
             centre = (w[keep, None] * moved[keep]).sum(axis=0) / w[keep].sum()
             code_rows = np.einsum("nc,nj,njck->nk", found.normal[keep], found.barycentric[keep],
                                   self.basis[found.corners[keep]])

@@ -29,6 +29,7 @@ from the scan's frame (mm) to the face model's.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -270,13 +271,13 @@ def template_anchors(face_model: LinearFaceModel, vertices: np.ndarray) -> np.nd
 
 
 def register(scan: Scan, face_model: LinearFaceModel, template_mm: np.ndarray | None = None,
-             settings: IcpSettings = IcpSettings(), max_points: int = 4000, n_hypotheses: int = 1) -> list[Registration]:
+             settings: IcpSettings = IcpSettings(), max_points: int = 4000, n_hypotheses: int = 1,
+             choose: Callable[[list[Similarity]], int] | None = None) -> Registration:
     """Register the face model's template (default its mean, else e.g. the image's prediction) to the scan.
 
-    Returns one registration for a scan in the face model's topology, else the ``n_hypotheses`` best distinct
-    orientations of the search, each refined by ICP, best (lowest truncated residual) first: a caller that
-    fits the shape too can pick among them (a near-symmetric head fits a wrong orientation well with the
-    mean shape).
+    For another topology the search keeps its ``n_hypotheses`` best distinct orientations and ``choose``
+    (default: the search's best) picks one, e.g. by a short fit of the shape: a near-symmetric head fits a
+    wrong orientation well with the mean shape. The chosen start is refined by ICP.
 
     Raises:
         ValueError: naming the scan, when less than ``settings.min_overlap`` of it matches the template after
@@ -288,28 +289,22 @@ def register(scan: Scan, face_model: LinearFaceModel, template_mm: np.ndarray | 
     _, points, point_normals = scan_samples(scan, max_points)
     if scan.has_topology_of(face_model):
         scan_landmarks = face_model.landmarks.positions(scan.vertices_mm)
-        starts = [umeyama(scan_landmarks, face_model.landmarks.positions(template), with_scale=True)]
+        start = umeyama(scan_landmarks, face_model.landmarks.positions(template), with_scale=True)
         method = "face-model landmarks + ICP"
     else:
         starts = search_poses(points, point_normals, template, face_model.faces, template_anchors(face_model, template),
                               settings, tree, n_hypotheses)
-        method = f"multi-start ICP ({len(CUBE_ROTATIONS)} orientations) + ICP"
-    if len(starts) > 1:  # refine the hypotheses on fewer points
-        few = np.random.default_rng(1).choice(len(points), size=min(1000, len(points)), replace=False)
-        points, point_normals = points[few], point_normals[few]
-    results = []
-    for start in starts:
-        pose, found, weights = icp(points, point_normals, template, surface, start, settings, settings.iterations,
-                                   with_scale=True, tree=tree)
-        overlap = float((weights > 0).mean())
-        rms = float(np.sqrt((weights * found.residual**2).sum() / max(weights.sum(), 1e-12)))
-        landmarks = (scan_landmarks if scan.has_topology_of(face_model)
-                     else pose.inverse().apply(face_model.landmarks.positions(template)))
-        results.append((truncated_cost(found, 5.0), Registration(pose, method, landmarks, overlap, rms)))
-    results = [r for _, r in sorted(results, key=lambda item: item[0])]
-    if results[0].overlap < settings.min_overlap:
+        start = starts[choose(starts) if choose is not None and len(starts) > 1 else 0]
+        method = f"multi-start ICP ({len(CUBE_ROTATIONS)} orientations, {len(starts)} kept) + ICP"
+    pose, found, weights = icp(points, point_normals, template, surface, start, settings, settings.iterations,
+                               with_scale=True, tree=tree)
+    overlap = float((weights > 0).mean())
+    if overlap < settings.min_overlap:
         raise ValueError(
-            f"{scan.name}: after registration only {100 * results[0].overlap:.0f}% of the scan lies on the face "
-            f"model (at least {100 * settings.min_overlap:.0f}% needed): not a face, or no overlap with the model"
+            f"{scan.name}: after registration only {100 * overlap:.0f}% of the scan lies on the face model "
+            f"(at least {100 * settings.min_overlap:.0f}% needed): not a face, or no overlap with the model"
         )
-    return results
+    rms = float(np.sqrt((weights * found.residual**2).sum() / weights.sum()))
+    if not scan.has_topology_of(face_model):
+        scan_landmarks = pose.inverse().apply(face_model.landmarks.positions(template))
+    return Registration(pose, method, scan_landmarks, overlap, rms)

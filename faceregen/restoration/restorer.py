@@ -107,7 +107,7 @@ class Restorer:
 
     def __init__(self, face_model: LinearFaceModel, completion: CompletionSettings = CompletionSettings(),
                  icp: IcpSettings = IcpSettings(), wound: WoundSettings = WoundSettings(),
-                 max_points: int = 4000, wound_margin_mm: float = 3.0, n_hypotheses: int = 6) -> None:
+                 max_points: int = 4000, wound_margin_mm: float = 8.0, n_hypotheses: int = 10) -> None:
         self.face_model = face_model
         self.fit = FaceModelFit(face_model, completion, icp)
         self.icp, self.wound = icp, wound
@@ -140,13 +140,15 @@ class Restorer:
             seconds[step], clock = now - clock, now
 
         template = None if prior_code is None else self.face_model.vertices_mm(prior_code)
-        registrations = register(scan, self.face_model, template, self.icp, self.max_points, self.n_hypotheses)
         _, points, normals = scan_samples(scan, self.max_points)
-        if len(registrations) > 1:  # the orientation the shape fits best, by a short fit on a few points
-            few = np.random.default_rng(0).choice(len(points), size=min(1000, len(points)), replace=False)
-            costs = [self.fit.fit(points[few], normals[few], r.pose, prior_code, iterations=4)[4] for r in registrations]
-            registrations = [registrations[int(np.argmin(costs))]]
-        registration = registrations[0]
+        few = np.random.default_rng(0).choice(len(points), size=min(1000, len(points)), replace=False)
+
+        def best_fitting(poses: list[Similarity]) -> int:  # the orientation a short fit of the shape fits best
+            return int(np.argmin([self.fit.fit(points[few], normals[few], pose, prior_code, iterations=4)[4]
+                                  for pose in poses]))
+
+        registration = register(scan, self.face_model, template, self.icp, self.max_points, self.n_hypotheses,
+                                best_fitting)
         lap("registration")
         fitted = None
         if completion == "face_model":
