@@ -43,7 +43,7 @@ def wounded(face_model):
 
 
 def restorer(face_model, **completion):
-    return Restorer(face_model, CompletionSettings(n_components=face_model.n_components, **completion))
+    return Restorer(face_model, CompletionSettings(**completion))
 
 
 def remeshed(vertices, faces):
@@ -78,7 +78,7 @@ def test_the_robust_fit_ignores_a_dent(face_model, wounded):
     scan = scan_from_arrays(MOTION.apply(wound.vertices_mm), face_model.faces, "dented", "mm")
     errors = {}
     for name, floor in (("robust", 0.3), ("least squares", 1e4)):  # a huge Tukey scale: every weight ~1
-        fit = Restorer(face_model, CompletionSettings(n_components=face_model.n_components, detail_smoothing=0.0),
+        fit = Restorer(face_model, CompletionSettings(detail_smoothing=0.0),
                        IcpSettings(sigma_floor_mm=floor))(scan)
         restored = MOTION.inverse().apply(fit.completed_mm)
         errors[name] = np.linalg.norm(restored - complete, axis=1)[wound.mask].mean()
@@ -155,8 +155,7 @@ def test_restore_cli_writes_every_output_in_the_scans_frame_and_units(face_model
     trimesh.Trimesh(MOTION.apply(vertices) / 1000.0, faces, process=False).export(scan)
     out = tmp_path / "out"
     result = run_restore(f"scan={scan}", f"hydra.run.dir={out}", "~face_model",
-                         "+face_model._target_=face_models.toy_face_model", "+face_model.subdivisions=4",
-                         f"restorer.completion.n_components={face_model.n_components}")
+                         "+face_model._target_=face_models.toy_face_model", "+face_model.subdivisions=4")
     assert result.returncode == 0, result.stderr[-3000:]
     names = {"completed.ply", "completed.obj", "wound_mask.npy", "scan_wound.ply", "filling.stl", "filling.json",
              "filling_composite.ply", "filling_composite.glb", "restoration.json", "summary.png"}

@@ -54,7 +54,8 @@ from faceregen.restoration.scan import Scan
 
 @dataclass(frozen=True)
 class CompletionSettings:
-    """See the module docstring. ``prior_weight_mm2`` pulls the code toward 0 (no image);
+    """See the module docstring. ``n_components``: at most this many (all of a smaller face model's);
+    ``prior_weight_mm2`` pulls the code toward 0 (no image);
     ``image_prior_weight_mm2`` toward the image's code; ``detail_smoothing``/``detail_decay``: 0 smoothing
     switches the detail layer off."""
 
@@ -98,13 +99,13 @@ class FaceModelFit:
 
     def __init__(self, face_model: LinearFaceModel, settings: CompletionSettings = CompletionSettings(),
                  icp_settings: IcpSettings = IcpSettings()) -> None:
-        if not 1 <= settings.n_components <= face_model.n_components:
-            raise ValueError(f"n_components={settings.n_components}: the face model {face_model.name!r} has "
-                             f"{face_model.n_components}")
+        if settings.n_components < 1:
+            raise ValueError(f"n_components={settings.n_components}: expected at least 1")
         self.face_model, self.settings, self.icp_settings = face_model, settings, icp_settings
+        self.n_components = min(settings.n_components, face_model.n_components)
         self.surface = TriangleSurface(face_model.faces, face_model.n_vertices)
         self.mean = face_model.mean_mm.astype(np.float64)
-        self.basis = face_model.basis_mm[:, :, : settings.n_components].astype(np.float64)
+        self.basis = face_model.basis_mm[:, :, : self.n_components].astype(np.float64)
         self.bilaplacian = None
         if settings.detail_smoothing > 0:
             laplacian = _graph_laplacian(face_model.faces, face_model.n_vertices)
@@ -118,7 +119,7 @@ class FaceModelFit:
             iterations: int | None = None) -> tuple[np.ndarray, Similarity, np.ndarray, float, float]:
         """Code (n_components,), pose, weights (N,), robust scale (mm) and truncated cost (mm^2, 5 mm) of the
         IRLS fit (module docstring)."""
-        k = self.settings.n_components
+        k = self.n_components
         target = np.zeros(k) if prior_code is None else np.asarray(prior_code, np.float64)[:k]
         weight = self.settings.prior_weight_mm2 if prior_code is None else self.settings.image_prior_weight_mm2
         code = target.copy()

@@ -169,7 +169,7 @@ class Restorer:
                                                                        sigma, self.wound, facial)
         if fitted is not None and mask.any():
             near, _ = cKDTree(scan.vertices_mm[mask]).query(points, distance_upper_bound=self.wound_margin_mm)
-            fitted = self.fit.completion(fitted.code[: self.fit.settings.n_components], fitted.pose, fitted.sigma_mm,
+            fitted = self.fit.completion(fitted.code[: self.fit.n_components], fitted.pose, fitted.sigma_mm,
                                          points, normals, np.isfinite(near))
             completed = fitted.vertices_scan_mm()
             depth = depth_below_surface(scan.vertices_mm, completed, faces)
