@@ -16,7 +16,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from faceregen.evaluation import figures, runs, table
@@ -74,7 +74,6 @@ def write_checkpoint_results(cfg: DictConfig, checkpoint: Path, results_dir: Pat
 def write_restoration_table(cfg: DictConfig, results_dir: Path) -> None:
     """``restoration.table=true``: the restoration on the test split's scans against the clinical baselines
     (:mod:`faceregen.evaluation.restoration`), in ``results_dir/restoration/``."""
-    import hydra
     import numpy as np
 
     from datamodules.splits import split_identities
@@ -93,7 +92,17 @@ def write_restoration_table(cfg: DictConfig, results_dir: Path) -> None:
     if settings.detail_rms_mm:
         cases = [measure.with_detail(c, np.random.default_rng([cfg.seed, i]), settings.detail_rms_mm)
                  for i, c in enumerate(cases)]
-    face_model = hydra.utils.instantiate(cfg.face_model)
+    if set(settings.methods) & set(measure.IMAGE_METHODS):  # the photo's code, as restore.py image=... gets it
+        if not cfg.ckpt:
+            raise ValueError(f"restoration.methods {list(settings.methods)}: the image rows need ckpt=<run>/checkpoints/x.ckpt")
+        from faceregen.reconstruction import Reconstructor
+        from reconstruct import load_run_model
+
+        model, face_model = load_run_model(cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True))
+        reconstructor = Reconstructor(model, max_pixels=40_000_000)
+        cases = [dataclasses.replace(c, image_code=reconstructor(c.image).code) for c in cases]
+    else:
+        face_model = hydra.utils.instantiate(cfg.face_model)
     restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model)
     out = results_dir / "restoration"
     rows = [measure.evaluate_case(restorer, case, method, variant, cfg.seed)

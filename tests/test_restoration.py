@@ -5,6 +5,7 @@ dent is found as the wound; a remeshed, moved copy of the scan gives a watertigh
 volume; bad scans get messages naming the file; restore.py writes every output.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -65,7 +66,7 @@ def test_registration_recovers_a_known_rigid_motion_and_scale(face_model, topolo
     if topology == "remeshed":
         vertices, faces = remeshed(vertices, faces)
     scan = scan_from_arrays(MOTION.apply(vertices), faces, topology, "mm")
-    registration = register(scan, face_model)
+    registration = register(scan, face_model, settings=IcpSettings(with_scale=True))
     assert registration.method.startswith("face-model landmarks" if topology == "face model" else "multi-start")
     angle, shift, scale = pose_error(registration.pose, MOTION)
     assert angle < 0.2 and shift < 0.3 and scale < 2e-3, (angle, shift, scale)
@@ -169,3 +170,23 @@ def test_restore_cli_writes_every_output_in_the_scans_frame_and_units(face_model
     assert np.linalg.norm(stl.vertices.mean(axis=0) - wounded_part.mean(axis=0)) < 0.01  # on the wound, in the scan's frame
     bad = run_restore(f"scan={tmp_path / 'missing.obj'}", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and f"{tmp_path / 'missing.obj'}: scan file not found" in bad.stderr
+
+
+def test_evaluation_rows_on_a_known_case(face_model, wounded):
+    """The scan fit recovers the toy case in every scan variant; the image rows use the given code."""
+    from faceregen.evaluation import restoration as measure
+
+    code, complete, wound = wounded
+    case = measure.Case("toy_0", "tissue_loss_left_cheek", wound.vertices_mm.astype(np.float64),
+                        complete.astype(np.float64), face_model.faces, wound.mask, image_code=code)
+    rows = [measure.evaluate_case(restorer(face_model), case, method, variant)
+            for variant in ("clean", "moved", "metres") for method in ("scan_fit", "image_similarity", "image_only")]
+    for row in rows:
+        assert row["error"] == "" and row["built"] and row["watertight"], row
+        assert row["wound_rmse_mm"] < 0.1 and abs(row["volume_error"]) < 0.05 and row["iou"] > 0.7, row
+    summary = measure.summary_rows(rows)
+    assert {(r["method"], r["variant"]) for r in summary if r["wound_type"] == "all"} == {
+        (m, v) for v in ("clean", "moved", "metres") for m in ("scan_fit", "image_similarity", "image_only")}
+    assert "| scan_fit | moved | 1 |" in measure.markdown_table(summary, "toy")
+    with pytest.raises(ValueError, match="toy_0: method 'scan_fit_image_prior' needs the image's predicted code"):
+        measure.evaluate_case(restorer(face_model), dataclasses.replace(case, image_code=None), "scan_fit_image_prior", "clean")

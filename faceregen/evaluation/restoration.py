@@ -31,6 +31,7 @@ remeshed variant the mask is carried to each new vertex from the nearest origina
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from collections.abc import Sequence
@@ -58,8 +59,8 @@ IDENTITY = Similarity(1.0, np.eye(3), np.zeros(3))
 
 @dataclass(frozen=True)
 class Case:
-    """One test sample: wounded and complete heads (V, 3) mm, triangles, the generator's mask and type, and
-    the image's predicted code when a trained model is evaluated."""
+    """One test sample: wounded and complete heads (V, 3) mm, triangles, the generator's mask and type, its
+    first render, and the image's predicted code when a trained model is evaluated."""
 
     sample: str
     wound_type: str
@@ -67,6 +68,7 @@ class Case:
     label_mm: np.ndarray
     faces: np.ndarray
     mask: np.ndarray
+    image: str = ""
     image_code: np.ndarray | None = None
 
 
@@ -86,8 +88,7 @@ def smooth_detail_mm(vertices_mm: np.ndarray, faces: np.ndarray, rng: np.random.
 def with_detail(case: Case, rng: np.random.Generator, rms_mm: float) -> Case:
     """The case with the same smooth detail added to its complete and its wounded head."""
     detail = smooth_detail_mm(case.label_mm, case.faces, rng, rms_mm)
-    return Case(case.sample, case.wound_type, case.imperfect_mm + detail, case.label_mm + detail, case.faces,
-                case.mask, case.image_code)
+    return dataclasses.replace(case, imperfect_mm=case.imperfect_mm + detail, label_mm=case.label_mm + detail)
 
 
 def _largest_piece(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -153,7 +154,9 @@ def _wound_errors_mm(case: Case, to_scan: Similarity, completed_mm: np.ndarray, 
 
 def evaluate_case(restorer: Restorer, case: Case, method: str, variant: str, seed: int = 0) -> dict:
     """One row: the case restored by ``method`` on its ``variant`` scan, with the module's metrics."""
-    rng = np.random.default_rng([seed, abs(hash(case.sample)) % 2**32, VARIANTS.index(variant)])
+    if method in IMAGE_METHODS and case.image_code is None:
+        raise ValueError(f"{case.sample}: method {method!r} needs the image's predicted code (a trained run)")
+    rng = np.random.default_rng([seed, int.from_bytes(case.sample.encode()[-8:], "little"), VARIANTS.index(variant)])
     row = {"sample": case.sample, "wound_type": case.wound_type, "method": method, "variant": variant,
            "wound_rmse_mm": np.nan, "wound_mean_mm": np.nan, "built": False, "watertight": False,
            "volume_error": np.nan, "iou": np.nan, "seconds": np.nan, "error": ""}
@@ -258,7 +261,7 @@ def read_cases(root, identities: set[str] | None, max_cases: int | None = None) 
         with np.load(root / entry["wound"], allow_pickle=False) as wound:
             mask = np.asarray(wound["mask"], bool)
         cases.append(Case(entry["sample"], entry["wound_type"], imperfect.astype(np.float64), label.astype(np.float64),
-                          faces, mask))
+                          faces, mask, str(root / entry["images"][0])))
     return cases
 
 

@@ -1,7 +1,8 @@
 """Completion: the face model's code and pose fitted to the scan's intact surface, robustly, plus detail.
 
-Iteratively reweighted least squares (IRLS), jointly over the pose (a similarity, see
-:mod:`~faceregen.restoration.registration`) and the first ``n_components`` of the code ``z``. Each step
+Iteratively reweighted least squares (IRLS), jointly over the rigid pose (the registration's scale stays: the
+code's own size modes would trade with it, a near-degenerate direction along which the fit collapsed) and
+the first ``n_components`` of the code ``z``. Each step
 matches the moved scan points ``q_i`` to the nearest point ``m_i = sum_k b_ik G(z)_{f_ik}`` of the current
 face's triangles (barycentric ``b_i`` on triangle ``f_i``, unit normal ``n_i``) and minimises
 
@@ -9,7 +10,8 @@ face's triangles (barycentric ``b_i`` on triangle ``f_i``, unit normal ``n_i``) 
     r_i = n_i . (q_i - m_i),
 
 with Tukey weights ``w_i`` (zero beyond ``4.685 sigma``, and for far or back-facing matches): the wound, holes
-and noise are outliers. ``z_prior`` is the image's predicted code when given (then weighted by
+and noise are outliers. The robust scale is annealed: at step ``t`` it is at least ``3 mm x 0.6^t`` (then the
+floor), so the first steps, far from the scan, still see most of it. ``z_prior`` is the image's predicted code when given (then weighted by
 ``image_prior_weight_mm2``), else 0 (the model's mean: ``z ~ N(0, I)``).
 
 Detail: the fitted face misses what the model cannot express. A per-vertex offset ``h`` along the vertex
@@ -50,6 +52,11 @@ from faceregen.restoration.registration import (
     tukey_weights,
 )
 from faceregen.restoration.scan import Scan
+
+
+#: the robust scale's lower bound at IRLS step t: ANNEALING_START_MM * ANNEALING_RATE**t (then the floor)
+ANNEALING_START_MM = 3.0
+ANNEALING_RATE = 0.6
 
 
 @dataclass(frozen=True)
@@ -130,22 +137,23 @@ class FaceModelFit:
             found = self.surface.match(moved, point_normals @ pose.rotation.T, vertices, cKDTree(vertices),
                                        self.icp_settings)
             w = np.zeros(len(points))
-            w[found.valid], sigma = tukey_weights(found.residual[found.valid], self.icp_settings.sigma_floor_mm)
+            floor = max(self.icp_settings.sigma_floor_mm, ANNEALING_START_MM * ANNEALING_RATE**step)
+            w[found.valid], sigma = tukey_weights(found.residual[found.valid], floor)
             keep = w > 0
             if step == iterations or keep.sum() < 10:  # done, or nothing left to fit (a wrong orientation)
                 return code, pose, w, sigma, truncated_cost(found, 5.0) if keep.sum() >= 10 else np.inf
             centre = (w[keep, None] * moved[keep]).sum(axis=0) / w[keep].sum()
             code_rows = np.einsum("nc,nj,njck->nk", found.normal[keep], found.barycentric[keep],
                                   self.basis[found.corners[keep]])
-            rows = np.concatenate([pose_rows(moved[keep], found.normal[keep], centre, True), -code_rows], axis=1)
+            rows = np.concatenate([pose_rows(moved[keep], found.normal[keep], centre, False), -code_rows], axis=1)
             lhs = rows.T @ (w[keep, None] * rows)
             rhs = -rows.T @ (w[keep] * found.residual[keep])
-            lhs[7:, 7:] += weight * np.eye(k)
-            lhs[:7, :7] += 1e-6 * np.eye(7)
-            rhs[7:] -= weight * (code - target)
+            lhs[6:, 6:] += weight * np.eye(k)
+            lhs[:6, :6] += 1e-6 * np.eye(6)
+            rhs[6:] -= weight * (code - target)
             delta = np.linalg.solve(lhs, rhs)
-            pose = pose.then(pose_step(delta[:7], centre))
-            code = code + delta[7:]
+            pose = pose.then(pose_step(delta[:6], centre))
+            code = code + delta[6:]
         raise AssertionError("unreachable")
 
     def detail(self, vertices: np.ndarray, points_model: np.ndarray, point_normals_model: np.ndarray,

@@ -51,7 +51,9 @@ class IcpSettings:
     """``max_match_mm``: farther matches are ignored; ``min_normal_dot``: matches whose normals disagree
     more are ignored; ``sigma_floor_mm``: the robust scale never drops below (the scan's noise level);
     ``iterations`` of the final refinement; ``coarse_iterations`` and ``coarse_points`` per start of the
-    search; ``min_overlap``: the least share of the scan that must match the model after registration."""
+    search; ``min_overlap``: the least share of the scan that must match the model after registration;
+    ``with_scale``: also fit a scale (off by default: a scan's units are known, so its scale is 1, and a
+    scale fitted against the mean head only absorbs the patient's head size, which the code should carry)."""
 
     max_match_mm: float = 20.0
     min_normal_dot: float = 0.3
@@ -60,6 +62,7 @@ class IcpSettings:
     coarse_iterations: int = 8
     coarse_points: int = 300
     min_overlap: float = 0.3
+    with_scale: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,7 @@ def search_poses(points: np.ndarray, point_normals: np.ndarray, vertices: np.nda
         for anchor in anchors:
             start = Similarity(1.0, rotation, anchor - rotation @ scan_centroid)
             pose, matches, _ = icp(sub, sub_normals, vertices, planes, start, settings,
-                                   settings.coarse_iterations, with_scale=True, tree=tree)
+                                   settings.coarse_iterations, with_scale=settings.with_scale, tree=tree)
             found.append((truncated_cost(matches, 5.0), pose))
     chosen: list[Similarity] = []
     for _, pose in sorted(found, key=lambda item: item[0]):
@@ -289,7 +292,7 @@ def register(scan: Scan, face_model: LinearFaceModel, template_mm: np.ndarray | 
     _, points, point_normals = scan_samples(scan, max_points)
     if scan.has_topology_of(face_model):
         scan_landmarks = face_model.landmarks.positions(scan.vertices_mm)
-        start = umeyama(scan_landmarks, face_model.landmarks.positions(template), with_scale=True)
+        start = umeyama(scan_landmarks, face_model.landmarks.positions(template), with_scale=settings.with_scale)
         method = "face-model landmarks + ICP"
     else:
         starts = search_poses(points, point_normals, template, face_model.faces, template_anchors(face_model, template),
@@ -297,7 +300,7 @@ def register(scan: Scan, face_model: LinearFaceModel, template_mm: np.ndarray | 
         start = starts[choose(starts) if choose is not None and len(starts) > 1 else 0]
         method = f"multi-start ICP ({len(CUBE_ROTATIONS)} orientations, {len(starts)} kept) + ICP"
     pose, found, weights = icp(points, point_normals, template, surface, start, settings, settings.iterations,
-                               with_scale=True, tree=tree)
+                               with_scale=settings.with_scale, tree=tree)
     overlap = float((weights > 0).mean())
     if overlap < settings.min_overlap:
         raise ValueError(
