@@ -25,6 +25,8 @@ from faceregen.restoration.wound_detection import depth_below_surface, detect_wo
 from faceregen.synthetic.wounds import make_wound
 
 MOTION = Similarity(1.08, rotation_from_vector(np.array([0.9, -1.7, 0.6])), np.array([40.0, -25.0, 310.0]))
+#: a metric scan moves rigidly
+RIGID = Similarity(1.0, MOTION.rotation, MOTION.translation)
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +78,12 @@ def test_registration_recovers_a_known_rigid_motion_and_scale(face_model, topolo
 
 def test_the_robust_fit_ignores_a_dent(face_model, wounded):
     code, complete, wound = wounded
-    scan = scan_from_arrays(MOTION.apply(wound.vertices_mm), face_model.faces, "dented", "mm")
+    scan = scan_from_arrays(RIGID.apply(wound.vertices_mm), face_model.faces, "dented", "mm")
     errors = {}
     for name, floor in (("robust", 0.3), ("least squares", 1e4)):  # a huge Tukey scale: every weight ~1
         fit = Restorer(face_model, CompletionSettings(detail_smoothing=0.0),
                        IcpSettings(sigma_floor_mm=floor))(scan)
-        restored = MOTION.inverse().apply(fit.completed_mm)
+        restored = RIGID.inverse().apply(fit.completed_mm)
         errors[name] = np.linalg.norm(restored - complete, axis=1)[wound.mask].mean()
     assert errors["robust"] < 0.1 and errors["least squares"] > 4 * errors["robust"], errors
 
@@ -103,11 +105,11 @@ def test_a_remeshed_scan_gives_a_watertight_filling_of_the_same_volume(face_mode
     true_volume = extract_filling(wound.vertices_mm, complete, face_model.faces, wound.mask).volume
     same = restorer(face_model)(scan_from_arrays(wound.vertices_mm, face_model.faces, "same", "mm"))
     vertices, faces = remeshed(wound.vertices_mm, face_model.faces)
-    other = restorer(face_model)(scan_from_arrays(MOTION.apply(vertices) / 1000.0, faces, "remeshed", "m"))
+    other = restorer(face_model)(scan_from_arrays(RIGID.apply(vertices) / 1000.0, faces, "remeshed", "m"))
     assert other.registration.method.startswith("multi-start") and other.scan.units == "m"
     for result in (same, other):
         assert result.filling is not None and result.filling.is_watertight and result.filling.is_winding_consistent
-    volumes = same.filling.volume, other.filling.volume / MOTION.scale**3
+    volumes = same.filling.volume, other.filling.volume
     assert abs(volumes[1] - volumes[0]) < 0.05 * volumes[0] and abs(volumes[0] - true_volume) < 0.05 * true_volume
 
 
@@ -153,7 +155,7 @@ def test_restore_cli_writes_every_output_in_the_scans_frame_and_units(face_model
     _, _, wound = wounded
     vertices, faces = remeshed(wound.vertices_mm, face_model.faces)
     scan = tmp_path / "scan.stl"
-    trimesh.Trimesh(MOTION.apply(vertices) / 1000.0, faces, process=False).export(scan)
+    trimesh.Trimesh(RIGID.apply(vertices) / 1000.0, faces, process=False).export(scan)
     out = tmp_path / "out"
     result = run_restore(f"scan={scan}", f"hydra.run.dir={out}", "~face_model",
                          "+face_model._target_=face_models.toy_face_model", "+face_model.subdivisions=4")
@@ -166,7 +168,7 @@ def test_restore_cli_writes_every_output_in_the_scans_frame_and_units(face_model
     assert report["scan_units"] == "m" and printability["watertight"] and printability["edge_manifold"]
     stl = trimesh.load(out / "filling.stl")
     assert np.allclose(stl.volume * 1e9, report["filling"]["volume_mm3"], rtol=1e-3)  # metres, as the scan
-    wounded_part = MOTION.apply(wound.vertices_mm[wound.mask]) / 1000.0
+    wounded_part = RIGID.apply(wound.vertices_mm[wound.mask]) / 1000.0
     assert np.linalg.norm(stl.vertices.mean(axis=0) - wounded_part.mean(axis=0)) < 0.01  # on the wound, in the scan's frame
     bad = run_restore(f"scan={tmp_path / 'missing.obj'}", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and f"{tmp_path / 'missing.obj'}: scan file not found" in bad.stderr
