@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from faceregen.evaluation import figures, runs, table
@@ -108,11 +108,57 @@ def test_split_baselines(cfg: DictConfig, checkpoint: Path) -> dict[str, dict[st
     atomic_write_text(Path(cfg.results_dir) / "baselines.csv", table.csv_text(rows))
     return results
 
+def write_restoration_table(cfg: DictConfig, results_dir: Path) -> None:
+    """``restoration.table=true``: the restoration on the test split's scans against the clinical baselines
+    (:mod:`faceregen.evaluation.restoration`), in ``results_dir/restoration/``."""
+    from datamodules.splits import split_identities
+    from faceregen.evaluation import restoration as measure
+    from faceregen.plotting import save_figure
+
+    settings = cfg.restoration
+    root = Path(settings.data_root)
+    split_file = root / "splits" / f"split_seed{cfg.seed}.json"
+    if split_file.is_file():
+        test = set(json.loads(split_file.read_text())["test"])
+    else:  # the split the datamodule would make, computed without writing into the data folder
+        identities = {e["identity"] for e in json.loads((root / "manifest.json").read_text())["samples"]}
+        test = set(split_identities(sorted(identities), (0.6, 0.2, 0.2), cfg.seed)["test"])
+    cases = measure.read_cases(root, test, settings.max_cases)
+    if settings.detail_rms_mm:
+        cases = [measure.with_detail(c, np.random.default_rng([cfg.seed, i]), settings.detail_rms_mm)
+                 for i, c in enumerate(cases)]
+    if set(settings.methods) & set(measure.IMAGE_METHODS):  # the photo's code, as restore.py image=... gets it
+        if not cfg.ckpt:
+            raise ValueError(f"restoration.methods {list(settings.methods)}: the image rows need ckpt=<run>/checkpoints/x.ckpt")
+        from faceregen.reconstruction import Reconstructor
+        from reconstruct import load_run_model
+
+        model, face_model = load_run_model(cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True))
+        reconstructor = Reconstructor(model, max_pixels=40_000_000)
+        cases = [dataclasses.replace(c, image_code=reconstructor(c.image).code) for c in cases]
+    else:
+        face_model = hydra.utils.instantiate(cfg.face_model)
+    restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model)
+    out = results_dir / "restoration"
+    rows = [measure.evaluate_case(restorer, case, method, variant, cfg.seed)
+            for case in tqdm(cases, desc="restoration") for variant in settings.variants for method in settings.methods]
+    summary = measure.summary_rows(rows)
+    title = f"restoration on {len(cases)} test cases of {root.name}" + (
+        f" (+ {settings.detail_rms_mm} mm RMS detail)" if settings.detail_rms_mm else "")
+    atomic_write_text(out / "cases.csv", measure.csv_text(rows))
+    atomic_write_text(out / "table.csv", measure.csv_text(summary))
+    atomic_write_text(out / "table.md", measure.markdown_table(summary, title))
+    save_figure(measure.summary_figure(summary, title), out / "summary.png")
+    log.info("restoration table -> %s\n%s", out / "table.md", (out / "table.md").read_text())
+
 
 def evaluate(cfg: DictConfig) -> None:
     """One checkpoint (``cfg.ckpt``), or every finished run under ``cfg.runs_dir`` (module docstring)."""
     pl.seed_everything(cfg.seed, workers=True)
     results_dir = Path(cfg.results_dir)
+    if cfg.restoration.table:
+        write_restoration_table(cfg, results_dir)
+        return
     if cfg.ckpt:
         write_checkpoint_results(cfg, Path(cfg.ckpt), results_dir, test_metrics=True)
         return

@@ -26,15 +26,9 @@ from tqdm import tqdm
 
 from faceregen.image_io import image_files
 from faceregen.io import atomic_folder, atomic_write_text
-from faceregen.reconstruction import (
-    Reconstructor,
-    read_imperfect_mesh,
-    read_wound_mask,
-    wound_mask_from_surfaces,
-    write_filling,
-    write_reconstruction,
-    write_summary,
-)
+from faceregen.reconstruction import Reconstructor, read_wound_mask, write_reconstruction, write_summary
+from faceregen.restoration import read_scan
+from faceregen.restoration.outputs import write_restoration
 from lightning_modules.checkpoints import load_trained_run
 
 log = logging.getLogger(__name__)
@@ -76,10 +70,11 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
     model, face_model = load_run_model(
         cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True), cfg.device, cfg.trusted_targets
     )
-    imperfect = read_imperfect_mesh(cfg.imperfect_mesh, face_model) if cfg.imperfect_mesh else None
-    given_mask = read_wound_mask(cfg.wound_mask, face_model.n_vertices) if cfg.wound_mask else None
-    if given_mask is not None and imperfect is None:
+    imperfect = read_scan(cfg.imperfect_mesh, cfg.imperfect_mesh_units) if cfg.imperfect_mesh else None
+    if cfg.wound_mask and imperfect is None:
         raise ValueError(f"wound_mask={cfg.wound_mask} needs imperfect_mesh (the wounded face) too")
+    given_mask = read_wound_mask(cfg.wound_mask, len(imperfect.vertices_mm)) if cfg.wound_mask else None
+    restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model) if imperfect else None
     reconstructor = Reconstructor(
         model, cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.detector, cfg.upsample, cfg.min_detection_score
     )
@@ -103,9 +98,10 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
                     if cfg.summary:
                         files["summary"] = write_summary(folder / "summary.png", result, face_model)
                     if imperfect is not None:
-                        mask = given_mask if given_mask is not None else wound_mask_from_surfaces(
-                            imperfect, result.vertices_mm, face_model.faces, cfg.wound_threshold_mm)
-                        files.update(write_filling(folder, imperfect, result.vertices_mm, face_model.faces, mask))
+                        restoration = restorer(imperfect, result.code, given_mask)
+                        files.update(write_restoration(folder / "restoration", restoration, cfg.summary))
+                        if restoration.filling is None:
+                            raise ValueError(f"{cfg.imperfect_mesh}: no filling: {restoration.filling_error}")
                 files = {k: str(final / Path(v).relative_to(folder)) for k, v in files.items()}
                 record.update(status="ok", face=result.face.to_dict(), files=files)
             except (OSError, ValueError) as err:

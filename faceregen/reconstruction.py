@@ -6,8 +6,8 @@ Per image (paper section 2, applied to a patient's photo)::
     points --(similarity onto the encoder's template, faceregen.alignment)--> aligned chip (S, S, 3) uint8
     chip --identity_encoder--> mapping_network --> z (K,) --face_model G(z) = B z + A--> vertices (V, 3) mm
 
-With the patient's wounded face as a mesh in the face model's topology and frame, the filling is the solid
-between it and the restored face (:mod:`faceregen.postprocess.filling`, written by ``export_filling``).
+With the patient's wounded face as a scan, the face is restored on it with the image's code as the prior and
+the filling cut against it (:mod:`faceregen.restoration`, the path ``restore.py`` uses).
 
 The model is anything with ``encode(uint8 chips (B, 3, S, S)) -> z (B, K)``, ``face_model_decoder(z) ->
 (B, V, 3)`` and ``identity_encoder.alignment`` (:class:`~lightning_modules.mica_module.MICAModule`).
@@ -31,8 +31,7 @@ from faceregen.face_detection import Detection, FaceDetector, largest_central
 from faceregen.face_model.linear import LinearFaceModel
 from faceregen.image_io import read_rgb
 from faceregen.io import atomic_path, atomic_write_text
-from faceregen.mesh_io import read_mesh, vertex_normals, write_mesh
-from faceregen.postprocess import export_filling, extract_filling
+from faceregen.mesh_io import write_mesh
 
 #: the project's renders: ``<sample>/<sample>_<k>.png`` beside ``<sample>/landmarks.npz``
 LANDMARKS_NAME = "landmarks.npz"
@@ -196,21 +195,10 @@ class Reconstructor:
         return Reconstruction(image_path, image, face, aligned, code, vertices, seconds)
 
 
-# --- the wound and the filling ------------------------------------------------------------------------
-def read_imperfect_mesh(path: str | os.PathLike, face_model: LinearFaceModel) -> np.ndarray:
-    """The wounded face (V, 3) mm from an OBJ/PLY in the face model's topology (same vertices and triangles)."""
-    vertices, faces = read_mesh(path)
-    if vertices.shape != (face_model.n_vertices, 3) or not np.array_equal(faces, face_model.faces):
-        raise ValueError(
-            f"{path}: {len(vertices)} vertices / {len(faces)} triangles; expected the face model "
-            f"{face_model.name!r}'s topology ({face_model.n_vertices} vertices, {len(face_model.faces)} triangles, "
-            "same order): register the scan to the face model first"
-        )
-    return vertices.astype(np.float64)
-
-
+# --- a given wound mask ------------------------------------------------------------------------------
 def read_wound_mask(path: str | os.PathLike, n_vertices: int) -> np.ndarray:
-    """The ``mask`` (V,) bool array of a ``.npz`` (the dataset's ``wound/<group>/<sample>.npz``)."""
+    """The ``mask`` (V,) bool array of a ``.npz`` (the dataset's ``wound/<group>/<sample>.npz``): one entry per
+    vertex of the scan it marks."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: wound mask file not found")
@@ -222,35 +210,6 @@ def read_wound_mask(path: str | os.PathLike, n_vertices: int) -> np.ndarray:
     if mask.shape != (n_vertices,) or mask.dtype != bool:
         raise ValueError(f"{path}: mask is {mask.dtype} {mask.shape}, expected bool ({n_vertices},)")
     return mask
-
-
-def wound_mask_from_surfaces(
-    imperfect_mm: np.ndarray, restored_mm: np.ndarray, faces: np.ndarray, threshold_mm: float
-) -> np.ndarray:
-    """Vertices where the wounded face lies inside the restored one by more than ``threshold_mm``.
-
-    ``depth_v = (r_v - i_v) . n_v`` with ``n_v`` the restored surface's outward unit vertex normal;
-    the wound is ``depth_v > threshold_mm`` (V,) bool.
-    """
-    if not threshold_mm >= 0:
-        raise ValueError(f"wound_threshold_mm={threshold_mm}: expected a distance >= 0 mm")
-    restored_mm = np.asarray(restored_mm, dtype=np.float64)
-    depth_mm = np.einsum("vc,vc->v", restored_mm - np.asarray(imperfect_mm, np.float64), vertex_normals(restored_mm, faces))
-    return depth_mm > threshold_mm
-
-
-def write_filling(
-    folder: str | os.PathLike, imperfect_mm: np.ndarray, restored_mm: np.ndarray, faces: np.ndarray, wound_mask: np.ndarray
-) -> dict[str, Path]:
-    """``<folder>/filling.stl`` (+ ``.json`` printability report, ``_composite.ply`` / ``.glb``) and
-    ``<folder>/wound_mask.npy``, via :func:`~faceregen.postprocess.extract_filling` and ``export_filling``."""
-    if not np.asarray(wound_mask).any():
-        raise ValueError("the wound mask is empty: the wounded face nowhere lies inside the restored one")
-    filling = extract_filling(imperfect_mm, restored_mm, faces, wound_mask)
-    paths = export_filling(Path(folder) / "filling", filling, imperfect_mm, faces)
-    with atomic_path(Path(folder) / "wound_mask.npy") as tmp:
-        np.save(tmp, np.asarray(wound_mask, dtype=bool))
-    return {**paths, "wound_mask": Path(folder) / "wound_mask.npy"}
 
 
 # --- writing one result -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""reconstruct.py: photo -> face -> aligned chip -> mesh (+ filling), with clear errors for bad input.
+"""reconstruct.py: photo -> face -> aligned chip -> mesh (+ the restoration on a scan), with clear errors for bad input.
 
 Nothing is trained: a MICAModule on the toy face model (dlib encoder, random weights, seeded) is saved as
 a Lightning-like checkpoint beside the train config composed for it, as `train.py` leaves a run folder.
@@ -163,25 +163,6 @@ def test_render_uses_stored_landmarks_and_agrees_with_the_datamodule(dataset, ru
     assert np.abs(vertices - expected).max() < 1e-4
 
 
-def test_wound_found_from_the_surfaces_and_filling_written(dataset, toy_model, tmp_path):
-    """With the true complete face as the restored one, the inferred wound is the carved one's deep part."""
-    from faceregen.reconstruction import read_imperfect_mesh, read_wound_mask, wound_mask_from_surfaces, write_filling
-
-    sample = "CTM00001_0"
-    imperfect = read_imperfect_mesh(dataset / "imperfect" / "synthetic" / f"{sample}.obj", toy_model)
-    complete, _ = read_mesh(dataset / "label" / "synthetic" / f"{sample}.obj")
-    true_mask = read_wound_mask(dataset / "wound" / "synthetic" / f"{sample}.npz", toy_model.n_vertices)
-    depth_mm = np.load(dataset / "wound" / "synthetic" / f"{sample}.npz")["depth_mm"]
-    found = wound_mask_from_surfaces(imperfect, complete, toy_model.faces, threshold_mm=1.0)
-    assert found.any() and not (found & ~true_mask).any()
-    deep = depth_mm > 3.0
-    assert (found & deep).sum() >= 0.9 * deep.sum()
-    paths = write_filling(tmp_path, imperfect, complete, toy_model.faces, found)
-    report = json.loads(paths["report"].read_text())
-    assert report["watertight"] and report["volume_mm3"] > 0
-    assert np.array_equal(np.load(paths["wound_mask"]), found)
-
-
 def test_bad_images_give_their_messages(tmp_path, loaded):
     from faceregen.reconstruction import Reconstructor
 
@@ -272,7 +253,7 @@ def test_cli_processes_the_good_images_and_fails_for_the_bad(run_ckpt, dataset, 
     assert "2 of 4 images failed" in output
     records = json.loads((out / "results.json").read_text())
     assert [r["status"] for r in records] == ["failed", "failed", "ok", "ok"]
-    assert (out / f"{sample}_0" / "filling.stl").is_file() and (out / "astronaut" / "mesh.ply").is_file()
+    assert (out / f"{sample}_0" / "restoration" / "filling.stl").is_file() and (out / "astronaut" / "mesh.ply").is_file()
 
 
 def test_cli_stops_on_a_wrong_checkpoint(tmp_path, astronaut_png):

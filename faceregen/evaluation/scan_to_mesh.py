@@ -30,6 +30,17 @@ class Similarity:
     def apply(self, points: np.ndarray) -> np.ndarray:
         return self.scale * np.asarray(points, dtype=np.float64) @ self.rotation.T + self.translation
 
+    def inverse(self) -> Similarity:
+        """``y -> R^T (y - t) / s``."""
+        return Similarity(1.0 / self.scale, self.rotation.T, -(self.rotation.T @ self.translation) / self.scale)
+
+    def then(self, other: Similarity) -> Similarity:
+        """``other`` after this one: ``x -> other.apply(self.apply(x))``."""
+        return Similarity(other.scale * self.scale, other.rotation @ self.rotation, other.apply(self.translation))
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "rotation": self.rotation.tolist(), "translation": self.translation.tolist()}
+
 
 def _points(name: str, array: np.ndarray, n: int | None = None) -> np.ndarray:
     points = np.asarray(array, dtype=np.float64)

@@ -179,13 +179,15 @@ def filling_composite(imperfect_vertices_mm: np.ndarray, faces: np.ndarray, fill
 
 
 def export_filling(
-    stem: str | os.PathLike, filling: trimesh.Trimesh, imperfect_vertices_mm: np.ndarray, faces: np.ndarray
+    stem: str | os.PathLike, filling: trimesh.Trimesh, imperfect_vertices_mm: np.ndarray, faces: np.ndarray,
+    units_per_mm: float = 1.0,
 ) -> dict[str, Path]:
     """Write the filling for printing and viewing, each file atomically (temporary name, then rename):
 
-    * ``<stem>.stl``: the filling, binary STL in millimetres.
-    * ``<stem>.json``: its :func:`~faceregen.postprocess.printability.printability_report`.
-    * ``<stem>_composite.ply``: wounded face (grey) + filling (orange), vertex colours, millimetres.
+    * ``<stem>.stl``: the filling, binary STL in millimetres (times ``units_per_mm``: 1e-3 writes it in
+      metres, for a patient's scan given in metres).
+    * ``<stem>.json``: its :func:`~faceregen.postprocess.printability.printability_report` (millimetres).
+    * ``<stem>_composite.ply``: wounded face (grey) + filling (orange), vertex colours, units as the STL.
     * ``<stem>_composite.glb``: the same in metres (glTF's unit).
 
     Returns:
@@ -193,12 +195,14 @@ def export_filling(
     """
     stem = Path(stem)
     composite = filling_composite(imperfect_vertices_mm, faces, filling)
-    in_metres = composite.copy()
+    in_metres, in_units, filling_in_units = composite.copy(), composite.copy(), filling.copy()
     in_metres.apply_scale(MM_TO_M)
+    in_units.apply_scale(units_per_mm)
+    filling_in_units.apply_scale(units_per_mm)
     paths = {
-        "stl": atomic_write_bytes(stem.with_name(stem.name + ".stl"), trimesh.exchange.stl.export_stl(filling)),
+        "stl": atomic_write_bytes(stem.with_name(stem.name + ".stl"), trimesh.exchange.stl.export_stl(filling_in_units)),
         "ply": atomic_write_bytes(
-            stem.with_name(stem.name + "_composite.ply"), trimesh.exchange.ply.export_ply(composite, encoding="binary")
+            stem.with_name(stem.name + "_composite.ply"), trimesh.exchange.ply.export_ply(in_units, encoding="binary")
         ),
         "glb": atomic_write_bytes(stem.with_name(stem.name + "_composite.glb"), in_metres.export(file_type="glb")),
     }

@@ -1,0 +1,186 @@
+"""The one restoration path (``restore.py``, ``reconstruct.py imperfect_mesh=...``, the evaluation):
+scan -> registration -> completion -> wound -> filling, in the scan's frame and units.
+
+Per scan (:class:`Restorer`):
+
+1. :func:`~faceregen.restoration.registration.register` the face model (its mean, or the image's predicted
+   face) to the scan; of another topology's ``n_hypotheses`` best orientations, the one a short fit of the
+   shape matches best.
+2. ``completion="face_model"``: the robust IRLS fit of code and pose to the scan's intact surface, the
+   image's code as prior when given, then the detail layer (:mod:`~faceregen.restoration.completion`).
+   ``completion="mirror"``: the scan mirrored across the face's mid-sagittal plane (the prosthetist's way).
+   ``completion="image"``: the image's predicted face as it is, only registered to the scan (a baseline).
+3. Wound: the depth of every scan vertex below the completed surface; the mask is the given one, else
+   :func:`~faceregen.restoration.wound_detection.detect_wound` among the vertices facing the model's face
+   regions (:data:`~faceregen.synthetic.wounds.WOUNDABLE_REGIONS`). With the face model the detail layer is then
+   refitted without the points within ``wound_margin_mm`` of the wound and the wound detected again.
+4. The filling (:func:`scan_filling`): the scan's wound patch (the mask grown to a clean border) and the
+   same patch lifted onto the completed surface (each vertex to its nearest point there, where it lies
+   inside) bound the solid, built by :func:`~faceregen.postprocess.extract_filling`: closed, manifold and
+   outward by construction, for any topology (the patch is the scan's own, remeshed onto the surface).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+
+from faceregen.evaluation.scan_to_mesh import Similarity
+from faceregen.face_model.linear import LinearFaceModel
+from faceregen.postprocess import extract_filling
+from faceregen.postprocess.filling import grow_wound_mask
+from faceregen.restoration.completion import Completion, CompletionSettings, FaceModelFit, mirrored_scan_surface
+from faceregen.restoration.registration import IcpSettings, Registration, register, scan_samples
+from faceregen.restoration.scan import Scan
+from faceregen.restoration.wound_detection import (
+    SurfaceDepth,
+    WoundSettings,
+    depth_below_surface,
+    detect_wound,
+    vertex_areas_mm2,
+)
+from faceregen.synthetic.wounds import WOUNDABLE_REGIONS
+
+COMPLETIONS = ("face_model", "mirror", "image")
+
+
+@dataclass
+class Restoration:
+    """One scan's result, in the scan's frame (mm): the completed surface (``completed_mm``,
+    ``completed_faces``), per scan vertex ``depth`` and the wound ``mask`` (``mask_source``: given or
+    detected), the ``filling`` (None with ``filling_error`` when it cannot be built) and ``seconds`` per step."""
+
+    scan: Scan
+    completion_method: str
+    registration: Registration
+    completion: Completion | None
+    completed_mm: np.ndarray
+    completed_faces: np.ndarray
+    depth: SurfaceDepth
+    mask: np.ndarray
+    mask_source: str
+    filling: trimesh.Trimesh | None
+    filling_error: str | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def report(self) -> dict:
+        """A JSON-able summary (mm, mm^2, mm^3)."""
+        area = vertex_areas_mm2(self.scan.vertices_mm, self.scan.faces)
+        info = {
+            "scan": self.scan.name, "scan_units": self.scan.units,
+            "scan_vertices": len(self.scan.vertices_mm), "scan_triangles": len(self.scan.faces),
+            "registration": self.registration.to_dict(), "completion": self.completion_method,
+            "wound": {"source": self.mask_source, "vertices": int(self.mask.sum()),
+                      "area_mm2": round(float(area[self.mask].sum()), 2),
+                      "max_depth_mm": round(float(self.depth.depth_mm[self.mask].max()), 3) if self.mask.any() else 0.0},
+            "filling": ({"volume_mm3": round(float(self.filling.volume), 3), "watertight": bool(self.filling.is_watertight)}
+                        if self.filling is not None else {"error": self.filling_error}),
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+        }
+        if self.completion is not None:
+            info["fit"] = {"robust_sigma_mm": round(self.completion.sigma_mm, 4),
+                           "detail_points_used": round(self.completion.inlier_fraction, 4),
+                           "code_norm": round(float(np.linalg.norm(self.completion.code)), 4),
+                           "detail_rms_mm": round(float(np.sqrt(np.mean(self.completion.detail_mm**2))), 4)}
+        return info
+
+
+def scan_filling(scan: Scan, depth: SurfaceDepth, mask: np.ndarray) -> trimesh.Trimesh:
+    """The filling (mm, the scan's frame) between the scan's wound patch and its lift onto the completed
+    surface (module docstring, step 4). ValueError when it cannot be built (empty mask, non-manifold
+    patch, nothing above the scan)."""
+    if not np.asarray(mask).any():
+        raise ValueError("the wound mask is empty: the scan nowhere lies inside the completed face")
+    grown = grow_wound_mask(scan.faces, mask)
+    lifted = scan.vertices_mm.copy()
+    inside = grown & (depth.depth_mm > 0)
+    lifted[inside] = depth.closest_mm[inside]
+    return extract_filling(scan.vertices_mm, lifted, scan.faces, grown)
+
+
+class Restorer:
+    """Scan (+ optional image code, optional wound mask) -> :class:`Restoration` (module docstring)."""
+
+    def __init__(self, face_model: LinearFaceModel, completion: CompletionSettings = CompletionSettings(),
+                 icp: IcpSettings = IcpSettings(), wound: WoundSettings = WoundSettings(),
+                 max_points: int = 4000, wound_margin_mm: float = 8.0, n_hypotheses: int = 10) -> None:
+        self.face_model = face_model
+        self.fit = FaceModelFit(face_model, completion, icp)
+        self.icp, self.wound = icp, wound
+        self.max_points, self.wound_margin_mm = int(max_points), float(wound_margin_mm)
+        self.n_hypotheses = int(n_hypotheses)
+        self.woundable = np.zeros(face_model.n_vertices, dtype=bool)
+        for region in WOUNDABLE_REGIONS:
+            self.woundable[face_model.regions[region]] = True
+
+    def facial(self, scan: Scan, pose: Similarity, template: np.ndarray | None) -> np.ndarray:
+        """Scan vertices (N,) whose nearest template vertex lies in :data:`WOUNDABLE_REGIONS`."""
+        template = self.face_model.mean_mm if template is None else template
+        _, nearest = cKDTree(template).query(pose.apply(scan.vertices_mm))
+        return self.woundable[nearest]
+
+    def __call__(self, scan: Scan, prior_code: np.ndarray | None = None, wound_mask: np.ndarray | None = None,
+                 completion: str = "face_model") -> Restoration:
+        if completion not in COMPLETIONS:
+            raise ValueError(f"completion={completion!r}: expected one of {COMPLETIONS}")
+        if completion == "image" and prior_code is None:
+            raise ValueError("completion='image' needs the image's predicted code")
+        if wound_mask is not None and np.shape(wound_mask) != (len(scan.vertices_mm),):
+            raise ValueError(f"{scan.name}: the wound mask has {np.shape(wound_mask)} entries, the scan "
+                             f"{len(scan.vertices_mm)} vertices")
+        seconds, clock = {}, time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            seconds[step], clock = now - clock, now
+
+        template = None if prior_code is None else self.face_model.vertices_mm(prior_code)
+        _, points, normals = scan_samples(scan, self.max_points)
+        few = np.random.default_rng(0).choice(len(points), size=min(1000, len(points)), replace=False)
+
+        def best_fitting(poses: list[Similarity]) -> int:  # the orientation a short fit of the shape fits best
+            return int(np.argmin([self.fit.fit(points[few], normals[few], pose, prior_code, iterations=4)[4]
+                                  for pose in poses]))
+
+        registration = register(scan, self.face_model, template, self.icp, self.max_points, self.n_hypotheses,
+                                best_fitting)
+        lap("registration")
+        fitted = None
+        if completion == "face_model":
+            code, pose, _, sigma, _ = self.fit.fit(points, normals, registration.pose, prior_code)
+            fitted = self.fit.completion(code, pose, sigma, points, normals, np.zeros(len(points), bool))
+            completed, faces, sigma = fitted.vertices_scan_mm(), self.face_model.faces, fitted.sigma_mm
+        elif completion == "image":
+            completed, faces = registration.pose.inverse().apply(template), self.face_model.faces
+            sigma = registration.rms_mm
+        else:
+            completed, faces = mirrored_scan_surface(scan, registration.pose, self.icp, self.max_points)
+            sigma = self.icp.sigma_floor_mm
+        lap("completion")
+        depth = depth_below_surface(scan.vertices_mm, completed, faces)
+        given = wound_mask is not None
+        facial = self.facial(scan, registration.pose, template)
+        mask = np.asarray(wound_mask, bool) if given else detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm,
+                                                                       sigma, self.wound, facial)
+        if fitted is not None and mask.any():
+            near, _ = cKDTree(scan.vertices_mm[mask]).query(points, distance_upper_bound=self.wound_margin_mm)
+            fitted = self.fit.completion(fitted.code[: self.fit.n_components], fitted.pose, fitted.sigma_mm,
+                                         points, normals, np.isfinite(near))
+            completed = fitted.vertices_scan_mm()
+            depth = depth_below_surface(scan.vertices_mm, completed, faces)
+            if not given:
+                mask = detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm, sigma, self.wound, facial)
+        lap("wound")
+        filling, error = None, None
+        try:
+            filling = scan_filling(scan, depth, mask)
+        except ValueError as err:
+            error = str(err)
+        lap("filling")
+        return Restoration(scan, completion, registration, fitted, completed, faces, depth, mask,
+                           "given" if given else "detected", filling, error, seconds)

@@ -1,0 +1,108 @@
+"""Wound detection: where the scan lies inside the completed surface, cleaned into connected regions.
+
+``depth_mm`` of a scan vertex ``p`` is its distance to the nearest point ``c`` of the completed surface
+(:class:`~faceregen.restoration.registration.TriangleSurface`), positive when ``p`` lies inside (behind the
+surface: ``(c - p) . n > 0``, ``n`` the outward normal of the triangle holding ``c``). The wound is found by hysteresis on the scan's own mesh: connected regions of
+vertices deeper than ``low_mm`` that reach deeper than ``threshold_mm`` somewhere and cover at least
+``min_area_mm2``; ``low_mm`` is ``max(low_floor_mm, low_sigmas x sigma)`` with ``sigma`` the fit's robust
+residual scale, so noise on intact skin stays out while the wound's shallow rim comes in. Only ``facial``
+vertices may be wounded when given (the restorer passes those nearest the face model's face, forehead, nose
+and lips, where the generator's and the clinic's wounds are; ears, scalp and neck, which a face scan barely
+shows and the model fits worst, stay out), and never the scan's open border or its neighbours (where a
+partial scan ends is no evidence of a wound, and a filling cannot be closed there). Holes in a region (unmasked islands bordering it, smaller than
+it) are filled. A given mask always wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from scipy.spatial import cKDTree
+
+from faceregen.postprocess.printability import edge_face_counts
+from faceregen.restoration.registration import IcpSettings, TriangleSurface
+
+
+@dataclass(frozen=True)
+class WoundSettings:
+    threshold_mm: float = 1.0
+    low_floor_mm: float = 0.2
+    low_sigmas: float = 1.0
+    min_area_mm2: float = 50.0
+
+
+@dataclass(frozen=True)
+class SurfaceDepth:
+    """Per scan vertex: ``depth_mm`` (N,) below the completed surface (positive inside) and the nearest
+    completed-surface point ``closest_mm`` (N, 3), both in the scan's frame."""
+
+    depth_mm: np.ndarray
+    closest_mm: np.ndarray
+
+
+def depth_below_surface(points_mm: np.ndarray, vertices_mm: np.ndarray, faces: np.ndarray) -> SurfaceDepth:
+    """Signed depth of points below a closed or open outward-facing triangle surface (module docstring)."""
+    vertices_mm = np.asarray(vertices_mm, np.float64)
+    points_mm = np.asarray(points_mm, np.float64)
+    found = TriangleSurface(faces, len(vertices_mm)).match(points_mm, np.zeros_like(points_mm), vertices_mm,
+                                                          cKDTree(vertices_mm), IcpSettings())
+    distance = np.linalg.norm(points_mm - found.closest, axis=1)
+    return SurfaceDepth(np.where(found.residual < 0, distance, -distance), found.closest)
+
+
+def vertex_areas_mm2(vertices_mm: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """A third of the area of each vertex's triangles (N,)."""
+    corners = vertices_mm[faces]
+    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    return np.bincount(faces.ravel(), weights=np.repeat(area / 3.0, 3), minlength=len(vertices_mm))
+
+
+def _components(faces: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Connected-component labels (N,) of the vertices in ``keep`` along mesh edges between kept vertices
+    (-1 for the others)."""
+    edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    edges = edges[keep[edges].all(axis=1)]
+    n = len(keep)
+    graph = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return np.where(keep, labels, -1)
+
+
+def near_open_border(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """Vertices (N,) on the mesh's open border (edges of one triangle) or one edge away from it."""
+    edges, counts = edge_face_counts(faces)
+    border = np.zeros(n_vertices, dtype=bool)
+    border[edges[counts == 1].ravel()] = True
+    near = border.copy()
+    near[edges[border[edges].any(axis=1)].ravel()] = True
+    return near
+
+
+def detect_wound(vertices_mm: np.ndarray, faces: np.ndarray, depth_mm: np.ndarray, sigma_mm: float,
+                 settings: WoundSettings = WoundSettings(), facial: np.ndarray | None = None) -> np.ndarray:
+    """The wound mask (N,) bool of a scan from its depth below the completed surface (module docstring),
+    among the ``facial`` vertices (N,) bool when given."""
+    low = max(settings.low_floor_mm, settings.low_sigmas * sigma_mm)
+    candidate = (depth_mm > min(low, settings.threshold_mm)) & ~near_open_border(faces, len(depth_mm))
+    if facial is not None:
+        candidate &= facial
+    labels = _components(faces, candidate)
+    area = vertex_areas_mm2(vertices_mm, faces)
+    mask = np.zeros(len(depth_mm), dtype=bool)
+    for label in np.unique(labels[labels >= 0]):
+        region = labels == label
+        if depth_mm[region].max() > settings.threshold_mm and area[region].sum() >= settings.min_area_mm2:
+            mask |= region
+    if mask.any():
+        outside = _components(faces, ~mask)
+        edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+        rim = edges[mask[edges[:, 0]] & ~mask[edges[:, 1]], 1]  # unmasked vertices next to the wound
+        sizes = np.bincount(outside[outside >= 0])
+        for label in np.unique(outside[rim]):
+            if sizes[label] < mask.sum() and sizes[label] < sizes.max():
+                mask |= outside == label
+    return mask

@@ -1,0 +1,194 @@
+"""Restoration on the wounded scan, on cases known by construction (toy face model: an ellipsoid head).
+
+A known similarity is recovered; the robust fit ignores a carved dent that pulls a least-squares fit; the
+dent is found as the wound; a remeshed, moved copy of the scan gives a watertight filling of the same
+volume; bad scans get messages naming the file; restore.py writes every output.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+
+from test_experiments import ROOT
+
+from faceregen.evaluation.scan_to_mesh import Similarity
+from faceregen.postprocess import extract_filling
+from faceregen.restoration import CompletionSettings, IcpSettings, Restorer, read_scan, scan_from_arrays
+from faceregen.restoration.registration import register, rotation_from_vector
+from faceregen.restoration.wound_detection import depth_below_surface, detect_wound
+from faceregen.synthetic.wounds import make_wound
+
+MOTION = Similarity(1.08, rotation_from_vector(np.array([0.9, -1.7, 0.6])), np.array([40.0, -25.0, 310.0]))
+#: a metric scan moves rigidly
+RIGID = Similarity(1.0, MOTION.rotation, MOTION.translation)
+
+
+@pytest.fixture(scope="module")
+def face_model():
+    from face_models import toy_face_model
+
+    return toy_face_model(subdivisions=4)
+
+
+@pytest.fixture(scope="module")
+def wounded(face_model):
+    """(complete head, wound) of a known code with a left-cheek tissue loss."""
+    rng = np.random.default_rng(3)
+    code = rng.normal(size=face_model.n_components).astype(np.float32)
+    complete = face_model.vertices_mm(code)
+    return code, complete, make_wound(complete, face_model.faces, face_model, "tissue_loss_left_cheek", rng)
+
+
+def restorer(face_model, **completion):
+    return Restorer(face_model, CompletionSettings(**completion))
+
+
+def remeshed(vertices, faces):
+    """Another topology of the same surface: every triangle split in four."""
+    mesh = trimesh.Trimesh(vertices, faces, process=False).subdivide()
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces)
+
+
+def pose_error(found: Similarity, motion: Similarity) -> tuple[float, float, float]:
+    """(rotation error deg, translation error mm, |scale - 1|) of ``found`` after ``motion`` vs identity."""
+    residual = motion.then(found)
+    angle = np.degrees(np.arccos(np.clip((np.trace(residual.rotation) - 1) / 2, -1, 1)))
+    return float(angle), float(np.linalg.norm(residual.translation)), abs(residual.scale - 1.0)
+
+
+@pytest.mark.parametrize("topology", ["face model", "remeshed"])
+def test_registration_recovers_a_known_rigid_motion_and_scale(face_model, topology):
+    vertices, faces = face_model.mean_mm.astype(np.float64), face_model.faces
+    if topology == "remeshed":
+        vertices, faces = remeshed(vertices, faces)
+    scan = scan_from_arrays(MOTION.apply(vertices), faces, topology, "mm")
+    registration = register(scan, face_model, settings=IcpSettings(with_scale=True))
+    assert registration.method.startswith("face-model landmarks" if topology == "face model" else "multi-start")
+    angle, shift, scale = pose_error(registration.pose, MOTION)
+    assert angle < 0.2 and shift < 0.3 and scale < 2e-3, (angle, shift, scale)
+    truth = MOTION.apply(face_model.landmarks.positions(face_model.mean_mm))
+    assert np.abs(registration.landmarks_scan_mm - truth).max() < 0.5
+
+
+def test_the_robust_fit_ignores_a_dent(face_model, wounded):
+    code, complete, wound = wounded
+    scan = scan_from_arrays(RIGID.apply(wound.vertices_mm), face_model.faces, "dented", "mm")
+    errors = {}
+    for name, floor in (("robust", 0.3), ("least squares", 1e4)):  # a huge Tukey scale: every weight ~1
+        fit = Restorer(face_model, CompletionSettings(detail_smoothing=0.0),
+                       IcpSettings(sigma_floor_mm=floor))(scan)
+        restored = RIGID.inverse().apply(fit.completed_mm)
+        errors[name] = np.linalg.norm(restored - complete, axis=1)[wound.mask].mean()
+    assert errors["robust"] < 0.1 and errors["least squares"] > 4 * errors["robust"], errors
+
+
+def test_wound_detected_on_a_known_dent(face_model, wounded):
+    _, complete, wound = wounded
+    depth = depth_below_surface(wound.vertices_mm.astype(np.float64), complete, face_model.faces)
+    assert np.abs(depth.depth_mm[~wound.mask]).max() < 1e-3
+    found = detect_wound(wound.vertices_mm, face_model.faces, depth.depth_mm, sigma_mm=0.0)
+    assert not (found & ~wound.mask).any() and found[wound.depth_mm > 0.5].all()
+    scan = scan_from_arrays(wound.vertices_mm, face_model.faces, "dented", "mm")
+    detected = restorer(face_model)(scan).mask  # the same, from the fit alone
+    assert (detected & wound.mask).sum() / (detected | wound.mask).sum() > 0.8
+    assert detected[wound.depth_mm > 1.0].all()
+
+
+def test_a_remeshed_scan_gives_a_watertight_filling_of_the_same_volume(face_model, wounded):
+    _, complete, wound = wounded
+    true_volume = extract_filling(wound.vertices_mm, complete, face_model.faces, wound.mask).volume
+    same = restorer(face_model)(scan_from_arrays(wound.vertices_mm, face_model.faces, "same", "mm"))
+    vertices, faces = remeshed(wound.vertices_mm, face_model.faces)
+    other = restorer(face_model)(scan_from_arrays(RIGID.apply(vertices) / 1000.0, faces, "remeshed", "m"))
+    assert other.registration.method.startswith("multi-start") and other.scan.units == "m"
+    for result in (same, other):
+        assert result.filling is not None and result.filling.is_watertight and result.filling.is_winding_consistent
+    volumes = same.filling.volume, other.filling.volume
+    assert abs(volumes[1] - volumes[0]) < 0.05 * volumes[0] and abs(volumes[0] - true_volume) < 0.05 * true_volume
+
+
+def write_obj(path, vertices, faces):
+    path.write_text("".join(f"v {x} {y} {z}\n" for x, y, z in vertices) + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces))
+    return path
+
+
+def test_each_bad_scan_gives_its_message(face_model, tmp_path):
+    head = face_model.mean_mm.astype(np.float64)
+    (tmp_path / "empty.obj").write_text("# nothing\n")
+    write_obj(tmp_path / "fin.obj", np.r_[head, [[0.0, 0.0, 200.0]]],
+                    np.r_[face_model.faces, [[*face_model.faces[0][:2], len(head)]]])
+    tiny = write_obj(tmp_path / "tiny.obj", head / 100.0, face_model.faces)
+    plate = trimesh.creation.box(extents=(300.0, 300.0, 4.0)).subdivide().subdivide()
+    write_obj(tmp_path / "plate.obj", plate.vertices, plate.faces)
+    (tmp_path / "notes.stl").write_text("solid nothing\nendsolid nothing\n")
+    (tmp_path / "scan.xyz").write_text("1 2 3\n")
+    cases = {"empty.obj": "empty", "fin.obj": "shared by more than two triangles", "notes.stl": "empty",
+             "tiny.obj": "neither in millimetres nor in metres", "scan.xyz": "unsupported scan format",
+             "missing.ply": "scan file not found"}
+    for name, message in cases.items():
+        with pytest.raises((ValueError, FileNotFoundError), match=message) as error:
+            read_scan(tmp_path / name)
+        assert str(tmp_path / name) in str(error.value)
+    with pytest.raises(ValueError, match=r"tiny.obj: .* units='mm'.*wrong units"):
+        read_scan(tiny, units="mm")
+    with pytest.raises(ValueError, match="plate.obj: after registration only .* not a face, or no overlap"):
+        register(read_scan(tmp_path / "plate.obj"), face_model)
+    with pytest.raises(ValueError, match="nan.obj: 1 vertices have non-finite"):
+        scan_from_arrays(np.r_[head[:-1], [[np.nan, 0, 0]]], face_model.faces, "nan.obj")
+    metres = read_scan(write_obj(tmp_path / "metres.obj", head / 1000.0, face_model.faces))
+    assert metres.units == "m" and np.allclose(metres.vertices_mm, head, atol=1e-3)
+
+
+def run_restore(*overrides):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    return subprocess.run([sys.executable, str(ROOT / "restore.py"), *overrides], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_restore_cli_writes_every_output_in_the_scans_frame_and_units(face_model, wounded, tmp_path):
+    _, _, wound = wounded
+    vertices, faces = remeshed(wound.vertices_mm, face_model.faces)
+    scan = tmp_path / "scan.stl"
+    trimesh.Trimesh(RIGID.apply(vertices) / 1000.0, faces, process=False).export(scan)
+    out = tmp_path / "out"
+    result = run_restore(f"scan={scan}", f"hydra.run.dir={out}", "~face_model",
+                         "+face_model._target_=face_models.toy_face_model", "+face_model.subdivisions=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = {"completed.ply", "completed.obj", "wound_mask.npy", "scan_wound.ply", "filling.stl", "filling.json",
+             "filling_composite.ply", "filling_composite.glb", "restoration.json", "summary.png"}
+    assert names <= {p.name for p in out.iterdir()}
+    report = json.loads((out / "restoration.json").read_text())
+    printability = json.loads((out / "filling.json").read_text())
+    assert report["scan_units"] == "m" and printability["watertight"] and printability["edge_manifold"]
+    stl = trimesh.load(out / "filling.stl")
+    assert np.allclose(stl.volume * 1e9, report["filling"]["volume_mm3"], rtol=1e-3)  # metres, as the scan
+    wounded_part = RIGID.apply(wound.vertices_mm[wound.mask]) / 1000.0
+    assert np.linalg.norm(stl.vertices.mean(axis=0) - wounded_part.mean(axis=0)) < 0.01  # on the wound, in the scan's frame
+    bad = run_restore(f"scan={tmp_path / 'missing.obj'}", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode != 0 and f"{tmp_path / 'missing.obj'}: scan file not found" in bad.stderr
+
+
+def test_evaluation_rows_on_a_known_case(face_model, wounded):
+    """The scan fit recovers the toy case in every scan variant; the image rows use the given code."""
+    from faceregen.evaluation import restoration as measure
+
+    code, complete, wound = wounded
+    case = measure.Case("toy_0", "tissue_loss_left_cheek", wound.vertices_mm.astype(np.float64),
+                        complete.astype(np.float64), face_model.faces, wound.mask, image_code=code)
+    rows = [measure.evaluate_case(restorer(face_model), case, method, variant)
+            for variant in ("clean", "moved", "metres") for method in ("scan_fit", "image_similarity", "image_only")]
+    for row in rows:
+        assert row["error"] == "" and row["built"] and row["watertight"], row
+        assert row["wound_rmse_mm"] < 0.1 and abs(row["volume_error"]) < 0.05 and row["iou"] > 0.7, row
+    summary = measure.summary_rows(rows)
+    assert {(r["method"], r["variant"]) for r in summary if r["wound_type"] == "all"} == {
+        (m, v) for v in ("clean", "moved", "metres") for m in ("scan_fit", "image_similarity", "image_only")}
+    assert "| scan_fit | moved | 1 |" in measure.markdown_table(summary, "toy")
+    with pytest.raises(ValueError, match="toy_0: method 'scan_fit_image_prior' needs the image's predicted code"):
+        measure.evaluate_case(restorer(face_model), dataclasses.replace(case, image_code=None), "scan_fit_image_prior", "clean")
