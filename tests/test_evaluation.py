@@ -349,7 +349,7 @@ def test_evaluate_entry_point_writes_table_and_figures(log_dir, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "2.000 ± 1.000" in (results / "table1.md").read_text()
+    assert "2.00 ± 1.00" in (results / "table1.md").read_text()
     for name in ("loss_curves.png", "swav_loss.png"):
         assert_nontrivial_png(results / name)
     assert "sample figures skipped" in done.stderr + done.stdout  # no run with a checkpoint

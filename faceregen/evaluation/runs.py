@@ -185,12 +185,13 @@ def stage_history(run: RunRecord, stage: str) -> list[dict]:
 
 
 def best_run(runs: Sequence[RunRecord], experiment_name: str) -> RunRecord:
-    """The run of ``experiment_name`` with the lowest test mean distance among those with a checkpoint."""
+    """The run of ``experiment_name`` with the lowest test face-region error (after a rigid fit) among those
+    with a checkpoint."""
     candidates = [r for r in runs if r.experiment_name == experiment_name and r.best_checkpoint is not None]
     if not candidates:
         available = sorted({r.experiment_name for r in runs if r.best_checkpoint is not None})
         raise ValueError(f"no finished {experiment_name!r} run with a checkpoint; settings with one: {available}")
-    return min(candidates, key=lambda r: r.test["test/mean_distance_mm"])
+    return min(candidates, key=lambda r: r.test.get("test/face_rigid_mm", float("inf")))
 
 
 def sample_faces(sample) -> np.ndarray:
