@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from faceregen.reconstruction import Reconstructor, read_wound_mask
 from faceregen.restoration import read_scan
 from faceregen.restoration.outputs import write_restoration
-from reconstruct import load_run_model, resolve_device
+from reconstruct import load_run_model
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ def restore(cfg: DictConfig) -> dict:
     if (cfg.image is None) != (cfg.ckpt is None):
         raise ValueError("image=... and ckpt=... go together (the photo's code comes from the trained run)")
     if cfg.ckpt is not None:
-        model, face_model = load_run_model(cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True),
-                                           resolve_device(cfg.device))
+        model, face_model = load_run_model(cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True), cfg.device,
+                                           cfg.get("trusted_targets", ()))
         reconstructor = Reconstructor(model, cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.detector,
                                       cfg.upsample, cfg.min_detection_score)
         prior_code = reconstructor(cfg.image).code

@@ -198,7 +198,7 @@ def test_evaluate_rebuilds_the_run_with_the_test_split_of_another_folder(run_ckp
     from reconstruct import default_paths
 
     paths = {**default_paths(), "cache_dir": str(tmp_path / "cache")}
-    trained = load_trained_run(run_ckpt, paths, {"root": str(dataset)}, trusted_targets=[TOY_TARGET])
+    trained = load_trained_run(run_ckpt, paths, {"root": str(dataset), "split_ratios": [1, 1, 1]}, trusted_targets=[TOY_TARGET])
     for name, tensor in loaded[0].state_dict().items():
         assert torch.equal(tensor, trained.module.state_dict()[name]), name
     datamodule = trained.test_datamodule()
