@@ -21,12 +21,13 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from faceregen.data_layout import find_samples, has_manifest
 from faceregen.evaluation import figures, runs, table
 from faceregen.evaluation.baselines import baseline_sample_metrics
 from faceregen.io import atomic_write_text
 from faceregen.plotting import save_figure
-from lightning_modules.checkpoints import evaluate_test_split, load_trained_run
-from lightning_modules.runner import with_face_model
+from training.trained_run import evaluate_test_split, load_trained_run
+from training.building import with_face_model
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def write_checkpoint_results(cfg: DictConfig, checkpoint: Path, results_dir: Pat
         atomic_write_text(results_dir / "checkpoint_test.json", json.dumps(metrics, indent=2) + "\n")
     n_shown = cfg.figures.samples
     predictions = runs.predict_test_samples(module, datamodule, cfg.batch_size, None if cfg.export.fillings else n_shown)
-    faces = runs.sample_faces(datamodule.samples_of("test")[0])
+    faces = trained.face_model.faces
     mask = module.evaluation_mask.cpu().numpy()
     shown = {key: value[runs.evenly_spread(len(value), n_shown)] for key, value in predictions.items()}
     titles = [str(name) for name in shown["sample"]]
@@ -92,7 +93,7 @@ def test_split_baselines(cfg: DictConfig, checkpoint: Path) -> dict[str, dict[st
     datamodule.setup()
     splits = {name: dataset_arrays(datamodule, getattr(datamodule, f"{name}_dataset")) for name in ("train", "val", "test")}
     extra_root = cfg.baselines.extra_train_root
-    if extra_root and (Path(extra_root) / "manifest.json").is_file():
+    if extra_root and has_manifest(extra_root):
         extra = with_face_model(trained.config.data)(
             face_model=trained.face_model, alignment=trained.module.identity_encoder.alignment, root=extra_root
         )
@@ -121,7 +122,7 @@ def write_restoration_table(cfg: DictConfig, results_dir: Path) -> None:
     if split_file.is_file():
         test = set(json.loads(split_file.read_text())["test"])
     else:  # the split the datamodule would make, computed without writing into the data folder
-        identities = {e["identity"] for e in json.loads((root / "manifest.json").read_text())["samples"]}
+        identities = {s.identity for s in find_samples(root)}
         test = set(split_identities(sorted(identities), (0.6, 0.2, 0.2), cfg.seed)["test"])
     cases = measure.read_cases(root, test, settings.max_cases)
     if settings.detail_rms_mm:

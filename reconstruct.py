@@ -1,7 +1,7 @@
 """Restore faces from photos with a trained run: ``python reconstruct.py image=photo.png ckpt=<run>/checkpoints/last.ckpt``.
 
 The model is rebuilt from the run's ``.hydra/config.yaml`` (face model + MICAModule), whose ``_target_``s
-must be on an allowlist (:mod:`lightning_modules.checkpoints`; ``trusted_targets=[...]`` adds your own),
+must be on an allowlist (:mod:`training.trained_run`; ``trusted_targets=[...]`` adds your own),
 and the checkpoint's ``state_dict`` is loaded strictly (``torch.load(weights_only=True)``); anything but a
 Lightning checkpoint of MICAModule (a SwAV checkpoint, MICA's ``mica.tar``, a random file) stops the run
 with an error naming the file. Each image then goes through :class:`faceregen.reconstruction.Reconstructor`;
@@ -25,11 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from faceregen.image_io import image_files
+from faceregen.data_layout import read_wound
 from faceregen.io import atomic_folder, atomic_write_text
-from faceregen.reconstruction import Reconstructor, read_wound_mask, write_reconstruction, write_summary
+from faceregen.reconstruction import Reconstructor, write_reconstruction, write_summary
 from faceregen.restoration import read_scan
 from faceregen.restoration.outputs import write_restoration
-from lightning_modules.checkpoints import load_trained_run
+from training.trained_run import load_trained_run
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def default_paths() -> dict:
 def load_run_model(ckpt: str | os.PathLike, paths: dict | None = None, device: str = "cpu",
                    trusted_targets: Sequence[str] = ()):
     """``(MICAModule in eval mode on device, face model)`` of a training run's checkpoint
-    (:func:`lightning_modules.checkpoints.load_trained_run`: its config checked against the allowlist).
+    (:func:`training.trained_run.load_trained_run`: its config checked against the allowlist).
 
     ``paths``: this machine's ``paths`` config (default :func:`default_paths`), replacing the run's, which
     may name another machine's folders (the face model's cache).
@@ -73,7 +74,7 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
     imperfect = read_scan(cfg.imperfect_mesh, cfg.imperfect_mesh_units) if cfg.imperfect_mesh else None
     if cfg.wound_mask and imperfect is None:
         raise ValueError(f"wound_mask={cfg.wound_mask} needs imperfect_mesh (the wounded face) too")
-    given_mask = read_wound_mask(cfg.wound_mask, len(imperfect.vertices_mm)) if cfg.wound_mask else None
+    given_mask = read_wound(cfg.wound_mask, len(imperfect.vertices_mm)).mask if cfg.wound_mask else None
     restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model) if imperfect else None
     reconstructor = Reconstructor(
         model, cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.detector, cfg.upsample, cfg.min_detection_score

@@ -16,7 +16,8 @@ import torch  # before any VTK use: importing torch's triton after one segfaults
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from faceregen.reconstruction import Reconstructor, read_wound_mask
+from faceregen.data_layout import read_wound
+from faceregen.reconstruction import Reconstructor
 from faceregen.restoration import read_scan
 from faceregen.restoration.outputs import write_restoration
 from reconstruct import load_run_model
@@ -38,7 +39,7 @@ def restore(cfg: DictConfig) -> dict:
     else:
         face_model = hydra.utils.instantiate(cfg.face_model)
     scan = read_scan(cfg.scan, cfg.scan_units)
-    mask = read_wound_mask(cfg.wound_mask, len(scan.vertices_mm)) if cfg.wound_mask else None
+    mask = read_wound(cfg.wound_mask, len(scan.vertices_mm)).mask if cfg.wound_mask else None
     restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model)
     restoration = restorer(scan, prior_code, mask, cfg.completion)
     paths = write_restoration(Path(cfg.paths.output_dir), restoration, cfg.summary)

@@ -6,7 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lightning_modules.runner import run
+from training.runner import run
 
 # conf/paths' root (as rootutils does in lightning-hydra-template): a multirun resolves its sweep folder
 # before Hydra's runtime values exist

@@ -12,7 +12,6 @@ train dataloader with 0 and 2 worker processes.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the test suite's stand-in face model and folder writer
 
 from datamodules.cir3dfair import Cir3DFaIRDataModule  # noqa: E402
+from faceregen.data_layout import has_manifest, read_manifest  # noqa: E402
 from face_models import toy_face_model  # noqa: E402
 from test_datamodule import write_cir3dfair_folder  # noqa: E402
 
@@ -32,12 +32,12 @@ from test_datamodule import write_cir3dfair_folder  # noqa: E402
 def dataset_folder() -> tuple[Path, object]:
     """(root, face model or a stand-in with ``n_vertices``): the generated data if present, else the placeholder."""
     generated = ROOT / "data" / "synthetic_cir3dfair"
-    if (generated / "manifest.json").is_file():
-        n_vertices = json.loads((generated / "manifest.json").read_text())["face_model"]["n_vertices"]
+    if has_manifest(generated):
+        n_vertices = read_manifest(generated)["face_model"]["n_vertices"]
         return generated, SimpleNamespace(n_vertices=n_vertices)
     face_model = toy_face_model(subdivisions=4)
     placeholder = ROOT / "cache" / "bench" / "cir3dfair_placeholder"
-    if not (placeholder / "manifest.json").is_file():
+    if not has_manifest(placeholder):
         print(f"writing the placeholder dataset to {placeholder} (once) ...", flush=True)
         write_cir3dfair_folder(placeholder, face_model, n_identities=300, n_variants=3, n_lights=4, resolution=256)
     return placeholder, face_model

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from faceregen.evaluation import runs  # noqa: E402
 from faceregen.evaluation.scan_to_mesh import scan_to_mesh_distance  # noqa: E402
 from faceregen.plotting import mesh_image, save_figure  # noqa: E402
-from lightning_modules.checkpoints import load_trained_run  # noqa: E402
+from training.trained_run import load_trained_run  # noqa: E402
 from reconstruct import default_paths  # noqa: E402
 
 
@@ -40,13 +40,13 @@ def chosen_run(setting: str) -> runs.RunRecord | None:
     with_checkpoint = [r for r in records if r.best_checkpoint is not None]
     if not with_checkpoint:
         return None
-    if not any(r.experiment_name == setting for r in with_checkpoint):
-        setting = with_checkpoint[0].experiment_name
+    if not any(r.setting == setting for r in with_checkpoint):
+        setting = with_checkpoint[0].setting
     return runs.best_run(with_checkpoint, setting)
 
 
 def bench_run(run: runs.RunRecord, n_samples: int, n_fillings: int):
-    print(f"run: {run.run_dir} ({run.experiment_name}, seed {run.seed}), checkpoint {run.best_checkpoint.name}")
+    print(f"run: {run.run_dir} ({run.setting}, seed {run.seed}), checkpoint {run.best_checkpoint.name}")
     dt, trained = seconds(lambda: load_trained_run(run.best_checkpoint, default_paths(), device="auto"))
     datamodule, module = trained.test_datamodule(), trained.module
     print(f"  rebuild model + data from the run's config: {dt:.1f} s (device {next(module.parameters()).device})")
@@ -62,7 +62,7 @@ def bench_run(run: runs.RunRecord, n_samples: int, n_fillings: int):
     for row in rows:
         predicted, true = (f"{v:.0f}" if v != "" else "-" for v in (row["predicted_volume_mm3"], row["true_volume_mm3"]))
         print(f"    {row['sample']} {row['wound_type']}: filling {predicted} mm3 (true {true} mm3) {row['error'][:60]}")
-    return predictions, runs.sample_faces(datamodule.samples_of("test")[0])
+    return predictions, trained.face_model.faces
 
 
 def bench_geometry(vertices: np.ndarray, faces: np.ndarray) -> None:

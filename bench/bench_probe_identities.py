@@ -24,9 +24,10 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from faceregen.data_layout import has_manifest  # noqa: E402
 from faceregen.evaluation.linear_probe import best_fit_codes, chip_features, fit_linear_probe  # noqa: E402
 from faceregen.evaluation.protocol import EvaluationProtocol  # noqa: E402
-from lightning_modules.runner import with_face_model  # noqa: E402
+from training.building import with_face_model  # noqa: E402
 
 COUNTS = (0, 150, 300, 600, 1200)
 
@@ -46,7 +47,7 @@ def main() -> None:
     face_model = hydra.utils.instantiate(cfg.face_model)
     data = {}
     for name, root in (("imperfect", cfg.data.root), ("complete", cfg.base_stage.generator.root)):
-        if not (Path(root) / "manifest.json").is_file():
+        if not has_manifest(Path(root)):
             print(f"skipped: {root} holds no dataset; `make train` builds both")
             return
         datamodule = with_face_model(cfg.data)(face_model=face_model, alignment="dlib_150", root=root)

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from datamodules.cir3dfair import Cir3DFaIRDataModule  # noqa: E402
+from faceregen.data_layout import has_manifest  # noqa: E402
 from faceregen.encoders.identity_encoder import build_identity_encoder  # noqa: E402
 from faceregen.encoders.mapping_network import MappingNetwork  # noqa: E402
 from faceregen.face_model.anny_source import anny_face_model  # noqa: E402
@@ -46,10 +47,10 @@ SETTINGS = (  # (backbone, freeze, pretrained, feature_stages): the defaults of 
 def dataset_root() -> Path:
     """The generated default data, else a small set generated once (in a subprocess: VTK stays out of here)."""
     default = ROOT / "data" / "synthetic_cir3dfair"
-    if (default / "manifest.json").is_file():
+    if has_manifest(default):
         return default
     small = ROOT / "cache" / "bench" / "training_data"
-    if not (small / "manifest.json").is_file():
+    if not has_manifest(small):
         subprocess.run(
             [sys.executable, str(ROOT / "generate.py"), f"generator.root={small}", "generator.n_identities=40"],
             check=True, cwd=ROOT,

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import default_collate
 
 from faceregen.evaluation.figures import reconstruction_rows_figure
-from faceregen.evaluation.runs import evenly_spread, sample_faces
+from faceregen.evaluation.runs import evenly_spread
 from faceregen.plotting import save_figure
 
 
@@ -28,27 +27,16 @@ class ReconstructionSamples(pl.Callback):
         output_dir: the run directory (``samples/`` is made under it).
         every_n_epochs: draw after validation of epochs ``n - 1, 2n - 1, ...`` (0-based), i.e. every n-th.
         n_samples: how many validation items.
-        faces: (F, 3) triangles of the face model; None: read from the first validation sample's label
-            mesh of the trainer's datamodule (``samples_of("val")``).
+
+    The meshes are drawn with the module's face-model triangles (``pl_module.faces``).
     """
 
-    def __init__(self, output_dir: str, every_n_epochs: int = 5, n_samples: int = 3, faces: np.ndarray | None = None) -> None:
+    def __init__(self, output_dir: str, every_n_epochs: int = 5, n_samples: int = 3) -> None:
         if every_n_epochs < 1 or n_samples < 1:
             raise ValueError(f"every_n_epochs and n_samples must be >= 1, got {every_n_epochs} and {n_samples}")
         self.folder = Path(output_dir) / "samples"
         self.every_n_epochs = every_n_epochs
         self.n_samples = n_samples
-        self.faces = None if faces is None else np.asarray(faces, dtype=np.int64)
-
-    def _faces(self, trainer: pl.Trainer) -> np.ndarray:
-        if self.faces is None:
-            datamodule = getattr(trainer, "datamodule", None)
-            if datamodule is None or not hasattr(datamodule, "samples_of"):
-                raise ValueError(
-                    "ReconstructionSamples: pass faces=... (the trainer has no Cir3D-FaIR datamodule to read them from)"
-                )
-            self.faces = sample_faces(datamodule.samples_of("val")[0])
-        return self.faces
 
     def _fixed_batch(self, trainer: pl.Trainer) -> dict:
         loader = trainer.val_dataloaders
@@ -66,7 +54,7 @@ class ReconstructionSamples(pl.Callback):
         prediction = pl_module(batch["image"].to(pl_module.device)).float().cpu().numpy()
         titles = [f"val item {int(i)}" for i in batch["index"]] if "index" in batch else None
         figure = reconstruction_rows_figure(
-            batch["image"].numpy(), prediction, batch["vertices_mm"].numpy(), self._faces(trainer),
+            batch["image"].numpy(), prediction, batch["vertices_mm"].numpy(), pl_module.faces,
             pl_module.evaluation_mask.cpu().numpy(), titles,
         )
         path = save_figure(figure, self.folder / f"epoch_{trainer.current_epoch:03d}.png")

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from faceregen.face_model.linear import FIVE_POINT_NAMES
 from faceregen.geometry import umeyama
 
 
@@ -165,21 +163,3 @@ def align_face(image: np.ndarray, points_px: np.ndarray, template: AlignmentTemp
         resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0),
     )
     return np.asarray(crop)
-
-
-def read_five_points(path: str | Path, n_images: int) -> np.ndarray:
-    """The five alignment points (L, 5, 2) px of a sample's ``landmarks.npz`` (``points_px``, ``names``)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            points, names = data["points_px"], [str(n) for n in data["names"]]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: landmark file not found") from None
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: not a landmark file with points_px and names ({err})") from err
-    missing = [n for n in FIVE_POINT_NAMES if n not in names]
-    if missing or points.ndim != 3 or points.shape[1:] != (len(names), 2) or points.shape[0] != n_images:
-        raise ValueError(
-            f"{path}: expected points_px ({n_images}, P, 2) for {n_images} images and names containing "
-            f"{FIVE_POINT_NAMES}; got {points.shape}, missing {missing}"
-        )
-    return points[:, [names.index(n) for n in FIVE_POINT_NAMES]].astype(np.float64)

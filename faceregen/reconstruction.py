@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +25,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from faceregen.alignment import align_face, get_template, read_five_points
+from faceregen.alignment import align_face, get_template
+from faceregen.data_layout import LANDMARKS_NAME, render_five_points, render_light
 from faceregen.face_detection import Detection, FaceDetector, largest_central
 from faceregen.face_model.linear import LinearFaceModel
 from faceregen.image_io import read_rgb
 from faceregen.io import atomic_path, atomic_write_text
 from faceregen.mesh_io import write_mesh
 
-#: the project's renders: ``<sample>/<sample>_<k>.png`` beside ``<sample>/landmarks.npz``
-LANDMARKS_NAME = "landmarks.npz"
 #: light direction of the rendered prediction in ``summary.png`` (front-left, as the dataset's first light)
 SUMMARY_LIGHT_DIR = (-0.6, 0.25, 0.76)
 #: face-model regions the rendered prediction frames
@@ -85,22 +83,14 @@ class Reconstruction:
 
 
 def stored_five_points(image_path: str | os.PathLike) -> np.ndarray | None:
-    """The five points of render ``<sample>/<sample>_<k>.png`` from ``<sample>/landmarks.npz`` (row ``k``).
-
-    None when the image is not named so or the folder has no landmark file. The file must hold one row of
-    points per ``<sample>_<j>.png`` in the folder (as the datamodule reads it), else ValueError.
-    """
+    """The five points of render ``<sample>/<sample>_<k>.png`` from its ``<sample>/landmarks.npz``
+    (:func:`faceregen.data_layout.render_five_points`); None when the image is not named so or the folder
+    has no landmark file."""
     path = Path(image_path)
     landmarks = path.parent / LANDMARKS_NAME
-    match = re.fullmatch(rf"{re.escape(path.parent.name)}_(\d+)", path.stem)
-    if match is None or not landmarks.is_file():
+    if render_light(path) is None or not landmarks.is_file():
         return None
-    renders = [p for p in path.parent.glob("*.png") if re.fullmatch(rf"{re.escape(path.parent.name)}_\d+", p.stem)]
-    points = read_five_points(landmarks, len(renders))
-    k = int(match.group(1))
-    if k >= len(points):
-        raise ValueError(f"{landmarks}: no points for render {k} ({path.name}); it holds {len(points)}")
-    return points[k]
+    return render_five_points(landmarks, (path,))[0]
 
 
 def chosen_face(detections: list[Detection], image_shape: tuple[int, ...], min_score: float) -> FaceLocation:
@@ -193,23 +183,6 @@ class Reconstructor:
         code, vertices = predict_shape(self.model, aligned)
         lap("network")
         return Reconstruction(image_path, image, face, aligned, code, vertices, seconds)
-
-
-# --- a given wound mask ------------------------------------------------------------------------------
-def read_wound_mask(path: str | os.PathLike, n_vertices: int) -> np.ndarray:
-    """The ``mask`` (V,) bool array of a ``.npz`` (the dataset's ``wound/<group>/<sample>.npz``): one entry per
-    vertex of the scan it marks."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: wound mask file not found")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            mask = np.asarray(data["mask"])
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: expected an .npz with a 'mask' array ({err})") from None
-    if mask.shape != (n_vertices,) or mask.dtype != bool:
-        raise ValueError(f"{path}: mask is {mask.dtype} {mask.shape}, expected bool ({n_vertices},)")
-    return mask
 
 
 # --- writing one result -------------------------------------------------------------------------------

@@ -103,6 +103,11 @@ class MICAModule(pl.LightningModule):
         self.identity_encoder.load_encoder_state(encoder_state, source=f"{path} (encoder)")
         load_state_strict(self.mapping_network, mapping_state, source=f"{path} (mapping network)")
 
+    @property
+    def faces(self) -> np.ndarray:
+        """The face model's triangles (F, 3)."""
+        return self.protocol.faces
+
     def encode(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """Shape code z (B, K) from aligned uint8 images (B, 3, S, S)."""
         features = self.identity_encoder(self.identity_encoder.normalize_input(images_uint8))

@@ -92,8 +92,8 @@ class SwAVModule(pl.LightningModule):
             (an :class:`~faceregen.encoders.identity_encoder.IdentityEncoder`).
         use_mapping_network: the SwAV feature is ``M(E(I))`` instead of ``E(I)``.
         mapping_network: partial constructor ``(input_dim) -> nn.Module`` with ``output_dim`` (MICA's
-            mapping network; its ``output_dim`` must be the one the MICA stage uses); needed only with
-            ``use_mapping_network``.
+            mapping network, its output the code MICA predicts: the SSL stage builds it so); needed only
+            with ``use_mapping_network``.
         projection_hidden_dim, projection_output_dim: projection head sizes (SwAV: 2048, 128).
         n_prototypes: K (SwAV: 3000; fewer for small data).
         freeze_prototypes_epochs: epochs at the start during which the prototypes do not move.

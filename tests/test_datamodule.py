@@ -13,10 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-import datamodules.cir3dfair as cir3dfair
-from datamodules.cir3dfair import Cir3DFaIRDataModule, find_samples
+from datamodules.cache import cache_key
+from datamodules.cir3dfair import Cir3DFaIRDataModule
+import datamodules.preprocessing as preprocessing
+from datamodules.preprocessing import read_image
 from datamodules.splits import load_or_create_split, split_counts, split_identities, ssl_identities
 from faceregen.alignment import align_face, get_template
+from faceregen.data_layout import find_samples
 from face_models import toy_face_model
 from faceregen.face_model.linear import FIVE_POINT_NAMES, LinearFaceModel
 from faceregen.io import atomic_path, atomic_write_bytes, atomic_write_text
@@ -275,7 +278,7 @@ def test_second_run_only_memory_maps(datamodule, data_root, face_model, monkeypa
     def no_decoding(path):
         raise AssertionError(f"decoded {path} again")
 
-    monkeypatch.setattr(cir3dfair, "read_image", no_decoding)
+    monkeypatch.setattr(preprocessing, "read_image", no_decoding)
     dm = make_datamodule(data_root, face_model)
     dm.setup()
     assert dm.cache.folder == datamodule.cache.folder
@@ -320,7 +323,7 @@ def test_cache_build_removes_what_a_killed_build_left(tmp_path, data_root, face_
     """A build killed mid-way leaves a temporary array and no meta.json: the next build removes the one and
     completes the folder."""
     root = copy_folder(data_root, tmp_path / "copy")
-    folder = root / "cache" / cir3dfair.cache_key(find_samples(root), root, "arcface_112", face_model.n_vertices)
+    folder = root / "cache" / cache_key(find_samples(root), root, "arcface_112", face_model.n_vertices)
     folder.mkdir(parents=True)
     (folder / ".images.k1ll3d.tmp.npy").write_bytes(b"\0" * 4096)
     (folder / "vertices_mm.npy").write_bytes(b"not an array")
@@ -341,7 +344,7 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
     Image.fromarray(levels).save(path)
     assert Image.open(path).mode.startswith("I")
     expected = np.repeat(np.arange(256, dtype=np.uint8).reshape(16, 16, 1), 3, axis=2)
-    np.testing.assert_array_equal(cir3dfair.read_image(path), expected)
+    np.testing.assert_array_equal(read_image(path), expected)
     np.testing.assert_array_equal(read_rgb(path), expected)
 
 

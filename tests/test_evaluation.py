@@ -19,14 +19,14 @@ import trimesh
 from torch.utils.data import DataLoader
 
 from callbacks.reconstruction_samples import ReconstructionSamples
-from datamodules.cir3dfair import SampleFiles
+from faceregen.data_layout import SampleFiles
 from faceregen.encoders.checkpoints import load_state_strict
 from faceregen.evaluation import figures, runs, table
 from faceregen.evaluation.scan_to_mesh import point_to_surface_distance_mm, scan_to_mesh_distance, umeyama
 from faceregen.metrics import masked_mean_distance_mm, per_vertex_distance_mm
 from faceregen.mesh_io import write_mesh
 from faceregen.plotting import mesh_image, save_figure
-from lightning_modules.checkpoints import read_mica_state_dict
+from training.trained_run import read_mica_state_dict
 from test_mica_module import FaceBatches, make_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ PAPER = {"transfer": 0.3642, "ssl_20pct": 0.3353, "ssl_100pct": 0.3247}
 # --- fake run directories -----------------------------------------------------------------------
 def fake_run(folder: Path, experiment: str, seed: int, test: dict | None, history=(), stages: dict | None = None) -> Path:
     (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "config.yaml").write_text(f"task_name: {experiment}\nexperiment_name: {experiment}\nseed: {seed}\n")
+    (folder / ".hydra" / "config.yaml").write_text(f"task_name: {experiment}\nseed: {seed}\n")
     metrics = {"history": list(history), "best_checkpoint": None, "best_score": None, "monitor": "val/mean_distance_mm",
                "test": test or {}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -76,7 +76,7 @@ def log_dir(tmp_path: Path) -> Path:
 # --- runs and Table 1 ----------------------------------------------------------------------------
 def test_finished_runs_in_paper_order(log_dir):
     found = runs.find_finished_runs(log_dir)
-    assert [(r.experiment_name, r.seed) for r in found] == [
+    assert [(r.setting, r.seed) for r in found] == [
         ("pretrained", 0), ("transfer", 0), ("transfer", 1), ("transfer", 2), ("ssl_20pct", 0), ("ssl_20pct", 1), ("zzz_ablation", 0)
     ]
     assert runs.read_run(log_dir / "scratch" / "runs" / "unfinished") is None
@@ -90,9 +90,9 @@ def test_unreadable_and_untrained_runs_are_reported_and_skipped(log_dir, caplog)
     truncated = fake_run(log_dir / "transfer" / "runs" / "killed", "transfer", 7, distances(1.0, 1.0, 1.0))
     (truncated / "metrics.json").write_text('{"history": [{"epoch": 0, "val/lo')
     untrained = fake_run(log_dir / "scratch" / "runs" / "zero_epochs", "scratch", 3, distances(5.0, 5.0, 5.0))
-    (untrained / ".hydra" / "config.yaml").write_text("experiment_name: scratch\nseed: 3\ntrain: true\n")
+    (untrained / ".hydra" / "config.yaml").write_text("task_name: scratch\nseed: 3\ntrain: true\n")
     found = runs.find_finished_runs(log_dir)
-    assert [(r.experiment_name, r.seed) for r in found] == [
+    assert [(r.setting, r.seed) for r in found] == [
         ("pretrained", 0), ("transfer", 0), ("transfer", 1), ("transfer", 2), ("ssl_20pct", 0), ("ssl_20pct", 1), ("zzz_ablation", 0)
     ]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -250,7 +250,7 @@ def test_loss_and_swav_figures(log_dir, tmp_path):
     found = runs.find_finished_runs(log_dir)
     for name, figure in (("loss", figures.loss_curves_figure(found)), ("swav", figures.swav_loss_figure(found))):
         assert_nontrivial_png(save_figure(figure, tmp_path / f"{name}.png"))
-    only_pretrained = [r for r in found if r.experiment_name == "pretrained"]
+    only_pretrained = [r for r in found if r.setting == "pretrained"]
     assert figures.loss_curves_figure(only_pretrained) is None and figures.swav_loss_figure(only_pretrained) is None
 
 
@@ -317,7 +317,7 @@ def test_fillings_of_predictions(toy_model, tmp_path):
 def test_samples_callback_in_tiny_fit_and_checkpoint_loading(toy_model, tmp_path):
     torch.manual_seed(0)
     data = DataLoader(FaceBatches(toy_model, n=4), batch_size=2)
-    samples = ReconstructionSamples(str(tmp_path), every_n_epochs=2, n_samples=2, faces=toy_model.faces)
+    samples = ReconstructionSamples(str(tmp_path), every_n_epochs=2, n_samples=2)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
     module = make_module(toy_model, freeze="all")
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, callbacks=[samples, checkpoint],

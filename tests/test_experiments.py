@@ -42,15 +42,38 @@ def tiny(cfg, tmp_path: Path):
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_settings_start_from_the_base_model_except_scratch(setting):
+def test_settings_start_from_the_base_model_except_scratch(setting, tmp_path, monkeypatch):
+    """What `run` does for each setting: the stages it asks for, the checkpoint MICA is built from, whether
+    the encoder starts pretrained, and whether it trains (the stages and MICA are stand-ins here)."""
+    import training.runner as runner
+
+    base, ssl = tmp_path / "base" / "mica_base.tar", tmp_path / "ssl" / "mica_ssl.tar"
+    calls = []
+    monkeypatch.setattr(runner.BaseStage, "checkpoint", lambda stage: calls.append("base") or base)
+    monkeypatch.setattr(runner.SSLStage, "checkpoint",
+                        lambda stage: calls.append(("ssl", stage.start_checkpoint, stage.cfg.data.ssl_fraction)) or ssl)
+
+    class Built(Exception):
+        pass
+
+    def built(cfg, **overrides):
+        calls.append(("mica", overrides.get("base_checkpoint"), cfg.model.identity_encoder.pretrained, cfg.train))
+        raise Built
+
+    monkeypatch.setattr(runner, "prepare_data_and_model", built)
     cfg = compose_train([f"experiment={setting}"])
-    assert cfg.experiment_name == setting
-    if setting == "scratch":
-        assert cfg.model.base_checkpoint is None and cfg.model.identity_encoder.pretrained is None
-    else:
-        assert cfg.model.base_checkpoint == "embedded"
-    assert bool(cfg.get("ssl_stage")) == setting.startswith("ssl_")
-    assert cfg.train == (setting != "pretrained")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    with pytest.raises(Built):
+        runner.run(cfg)
+    expected = {
+        "pretrained": ["base", ("mica", str(base), "default", False)],
+        "transfer": ["base", ("mica", str(base), "default", True)],
+        "scratch": [("mica", None, None, True)],
+        "ssl_20pct": ["base", ("ssl", base, 0.2), ("mica", str(ssl), "default", True)],
+        "ssl_100pct": ["base", ("ssl", base, 1.0), ("mica", str(ssl), "default", True)],
+    }
+    assert calls == expected[setting]
 
 
 def test_sweep_folders_resolve_before_hydra_runs_a_job(monkeypatch):
@@ -80,7 +103,7 @@ def test_sweep_folders_resolve_before_hydra_runs_a_job(monkeypatch):
 @pytest.mark.parametrize("key", ["max_epochs", "max_steps"])
 def test_a_training_run_that_would_train_nothing_is_refused(key, tmp_path):
     """Otherwise it exits 0 and its test metrics pass for a trained result of its setting in Table 1."""
-    from lightning_modules.runner import run
+    from training.runner import run
 
     cfg = tiny(compose_train(["experiment=transfer"]), tmp_path)
     with open_dict(cfg):
@@ -92,24 +115,41 @@ def test_a_training_run_that_would_train_nothing_is_refused(key, tmp_path):
 
 def test_every_setting_shares_one_base_model():
     """Identical base weights: the base stage's cache key does not depend on the setting."""
-    from lightning_modules.base_stage import base_stage_key
+    from training.base_stage import BaseStage
 
-    keys = {base_stage_key(compose_train([f"experiment={s}"])) for s in SETTINGS if s != "scratch"}
+    keys = {BaseStage(compose_train([f"experiment={s}"])).key() for s in SETTINGS if s != "scratch"}
     assert len(keys) == 1
-    assert base_stage_key(compose_train(["experiment=transfer", "model.identity_encoder.backbone=iresnet18"])) not in keys
+    assert BaseStage(compose_train(["experiment=transfer", "model.identity_encoder.backbone=iresnet18"])).key() not in keys
 
 
 def test_swav_stage_is_one_per_fraction_shared_by_the_seeds(tmp_path):
     """ssl_20pct and ssl_100pct train SwAV on different images: different cache keys; seeds share theirs."""
-    from lightning_modules.ssl_stage import ssl_stage_key
+    from training.ssl_stage import SSLStage
 
     start = tmp_path / "base.tar"
     start.write_bytes(b"base weights")
-    key = {(s, seed): ssl_stage_key(compose_train([f"experiment={s}", f"seed={seed}"]), start)
+    key = {(s, seed): SSLStage(compose_train([f"experiment={s}", f"seed={seed}"]), start).key()
            for s in ("ssl_20pct", "ssl_100pct") for seed in (0, 1)}
     assert key["ssl_20pct", 0] == key["ssl_20pct", 1] != key["ssl_100pct", 0] == key["ssl_100pct", 1]
     start.write_bytes(b"other base weights")
-    assert ssl_stage_key(compose_train(["experiment=ssl_20pct"]), start) != key["ssl_20pct", 0]
+    assert SSLStage(compose_train(["experiment=ssl_20pct"]), start).key() != key["ssl_20pct", 0]
+
+
+def test_swav_stage_key_holds_only_what_the_stage_depends_on(tmp_path):
+    """The data's runtime options and MICA's mapping network (which SwAV does not train by default) leave the
+    SwAV stage's key as it is; the split, the encoder and, once SwAV trains it, the mapping network change it."""
+    from training.ssl_stage import SSLStage
+
+    start = tmp_path / "base.tar"
+    start.write_bytes(b"base weights")
+
+    def key(*overrides):
+        return SSLStage(compose_train(["experiment=ssl_20pct", *overrides]), start).key()
+
+    reference, with_mapping = key(), key("ssl_stage.model.use_mapping_network=true")
+    assert key("data.num_workers=7", "data.pin_memory=true", "model.mapping_network.hidden_dim=64") == reference
+    assert len({reference, with_mapping, key("data.split_seed=1"), key("model.identity_encoder.feature_grid=2")}) == 4
+    assert key("ssl_stage.model.use_mapping_network=true", "model.mapping_network.hidden_dim=64") != with_mapping
 
 
 def test_ssl_encoder_is_exactly_what_mica_starts_from(tmp_path, toy_model):
@@ -137,10 +177,13 @@ def test_ssl_encoder_is_exactly_what_mica_starts_from(tmp_path, toy_model):
 
 
 def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
-    """base stage -> SwAV stage -> MICA fine-tuning -> test, writing metrics.json; stages are cached."""
+    """base stage -> SwAV stage -> MICA fine-tuning -> test, writing metrics.json; a second run (another
+    seed) reuses both stages from the cache without training them again."""
     import json
 
-    from lightning_modules.runner import run
+    from training.base_stage import BaseStage
+    from training.runner import run
+    from training.ssl_stage import SSLStage
 
     cfg = tiny(compose_train(["experiment=ssl_20pct"]), tmp_path)
     result = run(cfg)
@@ -153,3 +196,15 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     assert len(list((tmp_path / "cache" / "ssl_stage").glob("*/mica_ssl.tar"))) == 1
     swav_history = json.loads(next((tmp_path / "cache" / "ssl_stage").glob("*/metrics.json")).read_text())["history"]
     assert "ssl/loss_epoch" in swav_history[-1] or "ssl/loss" in swav_history[-1]
+
+    def retrained(stage, folder, checkpoint):
+        raise AssertionError(f"{type(stage).__name__} trained again into {folder}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BaseStage, "train", retrained)
+        patch.setattr(SSLStage, "train", retrained)
+        again = tiny(compose_train(["experiment=ssl_20pct", "seed=1"]), tmp_path)
+        with open_dict(again):
+            again.paths.output_dir = str(tmp_path / "run_seed1")
+        assert run(again) is not None
+    assert json.loads((tmp_path / "run_seed1" / "stages.json").read_text())["start_checkpoint"] == stages["start_checkpoint"]

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,12 @@ from PIL import Image
 from face_models import toy_face_model
 
 # imported before any render: loading torch's triton after a VTK render crashes the process
-from datamodules.cir3dfair import find_samples
+from faceregen.data_layout import find_samples
 from faceregen.face_model.linear import FIVE_POINT_NAMES
 from faceregen.mesh_io import read_mesh, write_mesh
 from faceregen.rendering import DEFAULT_LIGHT_DIRS
 from faceregen.synthetic import WOUND_TYPES, generate_dataset
-from faceregen.synthetic.generator import PENDING_PARAMS_NAME, identity_code
+from faceregen.synthetic.generator import PENDING_PARAMS_NAME, GeneratorSettings, identity_code
 
 PARAMS = {
     "n_identities": 3,
@@ -183,26 +184,31 @@ def test_mesh_file_errors_name_the_file(model, tmp_path):
         read_mesh(tmp_path / "empty.obj")
 
 
-def test_generate_config_fits_generate_dataset():
-    import inspect
-
+def test_generate_config_makes_the_dataset_it_describes(model, tmp_path):
+    """`generate.py`'s config, shrunk, generates a dataset whose manifest records every setting of the config
+    (the wound keywords as the wound parameters), renders at its resolution under its lights."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from faceregen.synthetic.wounds import make_wound
+    from training.building import with_face_model
 
+    shrunk = {"root": str(tmp_path), "n_identities": 2, "wounds_per_identity": 1, "resolution": 48, "workers": 1,
+              "contact_sheet_samples": 0, "detail_rms_mm": 0.0}
     with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
-        cfg = compose(config_name="generate")
-    generator = OmegaConf.to_container(cfg.generator, resolve=False)
-    assert generator.pop("_target_") == "faceregen.synthetic.generate_dataset"
-    assert cfg.face_model._target_ == "faceregen.face_model.anny_source.anny_face_model"
-    assert generator["root"] == "${paths.data_dir}/synthetic_cir3dfair"
-    assert (generator["n_identities"], generator["wounds_per_identity"], generator["resolution"]) == (300, 3, 256)
-    assert generator["lights"] == [list(d) for d in DEFAULT_LIGHT_DIRS] and generator["workers"] == 2
-    named = set(inspect.signature(generate_dataset).parameters) - {"face_model", "wound_params"}
-    wound_keywords = set(inspect.signature(make_wound).parameters) - {"vertices_mm", "faces", "model", "kind", "rng"}
-    assert named <= set(generator)  # every generate_dataset argument is visible in the config
-    assert set(generator) - named == wound_keywords  # the rest are exactly make_wound's keywords
+        cfg = compose(config_name="generate", overrides=[f"generator.{k}={v}" for k, v in shrunk.items()])
+    manifest = json.loads(with_face_model(cfg.generator)(face_model=model).read_text())
+    config = OmegaConf.to_container(cfg.generator, resolve=True)
+    recorded = {**manifest["generator"], **manifest["generator"]["wound_params"], "lights": manifest["lights"]}
+    not_deciding_bytes = {"_target_", "root", "workers", "contact_sheet_samples"}
+    at_default = {"identity_prefix", "pose_jitter_deg", "light_jitter", "detail_rms_mm", "detail_band"} - set(recorded)
+    assert {k: recorded[k] for k in set(config) - not_deciding_bytes - at_default} == {
+        k: config[k] for k in set(config) - not_deciding_bytes - at_default}
+    defaults = {f.name: f.default for f in fields(GeneratorSettings)}  # left out of the manifest at their defaults
+    assert {k: config[k] for k in at_default} == {k: list(defaults[k]) if isinstance(defaults[k], tuple) else defaults[k]
+                                                  for k in at_default}
+    assert [s["sample"] for s in manifest["samples"]] == ["CTM00001_0", "CTM00002_0"]
+    images = manifest["samples"][0]["images"]
+    assert len(images) == len(config["lights"]) and Image.open(tmp_path / images[0]).size == (48, 48)
 
 
 # --- complete faces for the base stage: no wound, identity prefix, pose and light jitter ------------------------

@@ -1,4 +1,5 @@
-"""`faceregen/` is the framework-free domain package: no import cycles inside it, nothing of Lightning.
+"""`faceregen/` is the framework-free domain package: nothing of Lightning in it; and no import cycles,
+in it or across the project's packages.
 
 The imports are read from the source (every `import` / `from ... import`, at module level or inside
 functions, `if TYPE_CHECKING:` blocks included), not by importing anything.
@@ -10,7 +11,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the Lightning packages and the project's packages that wrap faceregen for training
-LIGHTNING_PACKAGES = {"pytorch_lightning", "lightning", "lightning_fabric", "lightning_modules", "datamodules", "callbacks"}
+LIGHTNING_PACKAGES = {"pytorch_lightning", "lightning", "lightning_fabric", "lightning_modules", "datamodules", "callbacks",
+                      "training"}
+#: the project's packages (the entry points beside them import them; nothing imports the entry points)
+PROJECT_PACKAGES = ("faceregen", "lightning_modules", "datamodules", "callbacks", "training")
 
 
 def module_name(path: Path) -> str:
@@ -35,8 +39,8 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
     return found
 
 
-def import_graph(package: str = "faceregen") -> dict[str, set[str]]:
-    files = {module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
+def import_graph(*packages: str) -> dict[str, set[str]]:
+    files = {module_name(p): p for package in packages or ("faceregen",) for p in sorted((ROOT / package).rglob("*.py"))}
     return {name: imported_modules(path, set(files)) for name, path in files.items()}
 
 
@@ -91,6 +95,12 @@ def test_submodule_imports_resolve_to_the_submodule(tmp_path, monkeypatch):
 def test_faceregen_has_no_import_cycles():
     graph = import_graph()
     assert len(graph) > 40 and "faceregen.encoders.identity_encoder" in graph
+    assert cycles(graph) == []
+
+
+def test_the_project_has_no_import_cycles():
+    graph = import_graph(*PROJECT_PACKAGES)
+    assert "training.runner" in graph and "datamodules.cir3dfair" in graph
     assert cycles(graph) == []
 
 

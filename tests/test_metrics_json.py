@@ -12,10 +12,29 @@ def test_restoring_an_earlier_checkpoint_keeps_later_epochs(tmp_path):
     assert callback.history[0]["val/mean_distance_mm"] == 10.0  # this process's rows win
 
 
-def test_resuming_in_a_new_process_restores_the_history(tmp_path):
-    callback = MetricsJSON(str(tmp_path))
-    callback.load_state_dict({"history": [{"epoch": 0, "train/loss": 3.0}, {"epoch": 1, "train/loss": 2.0}]})
-    assert callback.history == [{"epoch": 0, "train/loss": 3.0}, {"epoch": 1, "train/loss": 2.0}]
+def test_resuming_from_a_checkpoint_restores_the_history(tmp_path, toy_model):
+    """A fresh callback (as in the process that resumes) takes the history from the checkpoint and goes on."""
+    import json
+
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from test_mica_module import FaceBatches, make_module
+
+    data = DataLoader(FaceBatches(toy_model, n=4), batch_size=2)
+
+    def fit(max_epochs: int, ckpt_path=None) -> None:
+        checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+        trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, callbacks=[MetricsJSON(str(tmp_path)), checkpoints])
+        trainer.fit(make_module(toy_model, freeze="all"), data, data, ckpt_path=ckpt_path)
+
+    fit(2)
+    first = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    fit(3, ckpt_path=tmp_path / "checkpoints" / "last.ckpt")
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    assert history[:2] == first
 
 
 def test_each_row_holds_its_own_epochs_training_and_validation_metrics(tmp_path, toy_model):

@@ -49,7 +49,7 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
 
 def test_cached_stage_is_built_once_while_a_second_job_waits(tmp_path):
     """Two jobs ask for the same stage: the second waits for the first's build and does not build again."""
-    from lightning_modules.base_stage import cached_stage
+    from training.cached_stage import cached_stage
 
     folder, builds, started = tmp_path / "stage", [], threading.Event()
 
@@ -71,7 +71,7 @@ def test_cached_stage_is_built_once_while_a_second_job_waits(tmp_path):
 
 
 def test_cached_stage_clears_what_an_unfinished_build_left(tmp_path):
-    from lightning_modules.base_stage import cached_stage
+    from training.cached_stage import cached_stage
 
     folder = tmp_path / "stage"
     (folder / "checkpoints").mkdir(parents=True)
@@ -90,21 +90,21 @@ def test_cached_stage_clears_what_an_unfinished_build_left(tmp_path):
 def test_base_stage_key_has_its_own_seed_and_no_machine_paths(monkeypatch):
     """Run seeds share one base model (trained with base_stage.seed); base_stage.seed changes it; the same
     project under another folder (moved, copied, another machine) keeps its key."""
-    from lightning_modules.base_stage import base_stage_key
-    from lightning_modules.ssl_stage import ssl_stage_key
+    from training.base_stage import BaseStage
+    from training.ssl_stage import SSLStage
 
     monkeypatch.setenv("PROJECT_ROOT", str(ROOT))
-    keys = {seed: base_stage_key(compose_train([f"seed={seed}"])) for seed in (0, 1)}
-    assert keys[0] == keys[1] != base_stage_key(compose_train(["base_stage.seed=1"]))
+    keys = {seed: BaseStage(compose_train([f"seed={seed}"])).key() for seed in (0, 1)}
+    assert keys[0] == keys[1] != BaseStage(compose_train(["base_stage.seed=1"])).key()
     start = ROOT / "pyproject.toml"  # any file: its bytes are in the SwAV stage's key
-    ssl = ssl_stage_key(compose_train(["experiment=ssl_20pct"]), start)
-    assert ssl != ssl_stage_key(compose_train(["experiment=ssl_20pct", "ssl_stage.seed=1"]), start)
+    ssl = SSLStage(compose_train(["experiment=ssl_20pct"]), start).key()
+    assert ssl != SSLStage(compose_train(["experiment=ssl_20pct", "ssl_stage.seed=1"]), start).key()
 
     monkeypatch.setenv("PROJECT_ROOT", "/elsewhere/faceregen")
     moved = compose_train()
     assert moved.base_stage.generator.root == "/elsewhere/faceregen/data/synthetic_complete_faces"
-    assert base_stage_key(moved) == keys[0]
-    assert ssl_stage_key(compose_train(["experiment=ssl_20pct"]), start) == ssl
+    assert BaseStage(moved).key() == keys[0]
+    assert SSLStage(compose_train(["experiment=ssl_20pct"]), start).key() == ssl
 
 
 def test_base_model_is_the_same_whichever_run_seed_builds_it(tmp_path):
@@ -113,7 +113,7 @@ def test_base_model_is_the_same_whichever_run_seed_builds_it(tmp_path):
     import pytorch_lightning as pl
     import torch
 
-    from lightning_modules.base_stage import ensure_base_checkpoint
+    from training.base_stage import BaseStage
     from test_experiments import tiny
 
     weights = []
@@ -122,7 +122,7 @@ def test_base_model_is_the_same_whichever_run_seed_builds_it(tmp_path):
         with open_dict(cfg):
             cfg.base_stage.generator.root = str(tmp_path / "complete")  # one dataset, two base-stage caches
         pl.seed_everything(seed)
-        weights.append(torch.load(ensure_base_checkpoint(cfg), weights_only=True))
+        weights.append(torch.load(BaseStage(cfg).checkpoint(), weights_only=True))
     assert weights[0].keys() == weights[1].keys()
     for part in weights[0]:
         for name, tensor in weights[0][part].items():

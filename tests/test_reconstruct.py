@@ -47,7 +47,7 @@ def run_ckpt(tmp_path_factory) -> Path:
     import pytorch_lightning as pl
     from face_models import toy_face_model
 
-    from lightning_modules.runner import with_face_model
+    from training.building import with_face_model
 
     run = tmp_path_factory.mktemp("run")
     cfg = compose_train(["experiment=transfer"])
@@ -194,7 +194,7 @@ def test_bad_images_give_their_messages(tmp_path, loaded):
 def test_evaluate_rebuilds_the_run_with_the_test_split_of_another_folder(run_ckpt, dataset, loaded, tmp_path):
     """`evaluate.py ckpt=... data.root=<folder>`: the same rebuild as reconstruct.py's, plus the run's
     datamodule on that folder (the generator switched off), tested by a Lightning test loop."""
-    from lightning_modules.checkpoints import evaluate_test_split, load_trained_run
+    from training.trained_run import evaluate_test_split, load_trained_run
     from reconstruct import default_paths
 
     paths = {**default_paths(), "cache_dir": str(tmp_path / "cache")}

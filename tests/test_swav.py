@@ -1,7 +1,7 @@
 """SwAV pre-training: Sinkhorn codes, multi-crop views, retrieval score, and the LightningModule.
 
 Most tests use a tiny stand-in encoder with the identity-encoder interface (also imported by
-tests/test_swav_ddp.py); one test runs the real dlib encoder from conf/model/swav.yaml.
+tests/test_swav_ddp.py); one test runs the real dlib encoder with conf/model/swav.yaml.
 """
 
 from __future__ import annotations
@@ -337,9 +337,12 @@ def test_bad_arguments_are_refused():
 
 
 def test_real_dlib_encoder_from_the_hydra_config(tmp_path):
-    """conf/model/swav.yaml with the dlib ResNet (shipped weights): two steps train it, the export loads."""
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / "swav.yaml")
-    module = hydra.utils.instantiate(cfg)
+    """conf/model/swav.yaml on MICA's identity encoder (conf/model/mica.yaml: the dlib ResNet with its shipped
+    weights, unfrozen as the SSL stage does): two steps train it, the export loads into MICA's encoder."""
+    mica = OmegaConf.load(ROOT / "conf" / "model" / "mica.yaml")
+    encoder = hydra.utils.instantiate(mica.identity_encoder, freeze="none")
+    module = hydra.utils.instantiate(OmegaConf.load(ROOT / "conf" / "model" / "swav.yaml"), _partial_=True)(
+        identity_encoder=encoder)
     assert isinstance(module, SwAVModule) and module.identity_encoder.input_size == 150
     torch.manual_seed(0)
     data = StructuredFaces(n_identities=2, per_identity=2, size=150, transform=FaceMultiCrop(150, n_low_resolution=1))
@@ -347,7 +350,7 @@ def test_real_dlib_encoder_from_the_hydra_config(tmp_path):
     trainer(max_steps=2, default_root_dir=tmp_path).fit(module, loader(data, batch_size=4))
     after = module.encoder_state_dict()["identity_encoder"]
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    hydra.utils.instantiate(cfg.identity_encoder).load_encoder_state(after, "swav export")
+    hydra.utils.instantiate(mica.identity_encoder).load_encoder_state(after, "swav export")
 
 
 def test_encoder_trains_at_its_own_learning_rate():

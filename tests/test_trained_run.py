@@ -19,7 +19,7 @@ from PIL import Image
 
 from test_experiments import ROOT, SETTINGS, compose_train
 
-from lightning_modules.checkpoints import MICA_STATE_KEY, check_targets, checked_groups
+from training.trained_run import MICA_STATE_KEY, check_targets, checked_groups
 
 
 class MarkerPayload:

@@ -243,25 +243,20 @@ def markdown_table(rows: Sequence[dict], title: str) -> str:
 
 
 def read_cases(root, identities: set[str] | None, max_cases: int | None = None) -> list[Case]:
-    """The dataset's samples (``manifest.json``) of the given identities, evenly thinned to ``max_cases``."""
-    import json
-    from pathlib import Path
-
+    """The dataset's samples of the given identities, evenly thinned to ``max_cases``."""
+    from faceregen.data_layout import find_samples, read_wound
     from faceregen.mesh_io import read_mesh
 
-    root = Path(root)
-    manifest = json.loads((root / "manifest.json").read_text())
-    entries = [e for e in manifest["samples"] if identities is None or e["identity"] in identities]
-    if max_cases is not None and len(entries) > max_cases:
-        entries = [entries[i] for i in np.unique(np.linspace(0, len(entries) - 1, max_cases).round().astype(int))]
+    samples = [s for s in find_samples(root) if identities is None or s.identity in identities]
+    if max_cases is not None and len(samples) > max_cases:
+        samples = [samples[i] for i in np.unique(np.linspace(0, len(samples) - 1, max_cases).round().astype(int))]
     cases = []
-    for entry in entries:
-        imperfect, faces = read_mesh(root / entry["imperfect"])
-        label, _ = read_mesh(root / entry["label"])
-        with np.load(root / entry["wound"], allow_pickle=False) as wound:
-            mask = np.asarray(wound["mask"], bool)
-        cases.append(Case(entry["sample"], entry["wound_type"], imperfect.astype(np.float64), label.astype(np.float64),
-                          faces, mask, str(root / entry["images"][0])))
+    for sample in samples:
+        imperfect, faces = read_mesh(sample.imperfect)
+        label, _ = read_mesh(sample.label)
+        wound = read_wound(sample.wound, len(imperfect))
+        cases.append(Case(sample.sample, wound.wound_type, imperfect.astype(np.float64), label.astype(np.float64),
+                          faces, wound.mask, str(sample.images[0])))
     return cases
 
 

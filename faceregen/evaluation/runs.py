@@ -1,7 +1,7 @@
 """Finished training runs: finding them, their histories, predicting test faces with their model.
 
 A run directory (``python train.py``: ``logs/<task_name>/runs/<time>/`` or ``.../multiruns/<time>/<n>/``)
-holds ``.hydra/config.yaml`` (the composed config: ``experiment_name``, ``seed``, ...), ``metrics.json``
+holds ``.hydra/config.yaml`` (the composed config: ``task_name``, the setting, ``seed``, ...), ``metrics.json``
 (``{"history": [{"epoch", "<stage>/<name>": float}], "best_checkpoint", "best_score", "monitor",
 "test": {"test/<name>": float}}``; see ``callbacks/metrics_json.py``), ``stages.json``
 (``{"start_checkpoint", "ssl_stage_dir", "base_stage_dir"}``) and ``checkpoints/*.ckpt``. A run is
@@ -21,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from faceregen.data_layout import read_wound
 from faceregen.mesh_io import read_mesh
 from faceregen.postprocess import export_filling, extract_filling
 
@@ -35,7 +36,7 @@ class RunRecord:
     """One finished run: its folder, setting, seed, ``metrics.json`` and ``stages.json`` (``{}`` if absent)."""
 
     run_dir: Path
-    experiment_name: str
+    setting: str
     seed: int
     metrics: dict
     stages: dict
@@ -69,7 +70,7 @@ def read_run(run_dir: str | Path) -> RunRecord | None:
 
     Raises:
         FileNotFoundError: a finished run without ``.hydra/config.yaml``.
-        ValueError: unreadable JSON, a config without ``experiment_name`` / ``seed``, or a run meant to
+        ValueError: unreadable JSON, a config without ``task_name`` / ``seed``, or a run meant to
             train (``train: true``) that trained no epoch (e.g. ``trainer.max_epochs=0``).
     """
     run_dir = Path(run_dir)
@@ -83,13 +84,13 @@ def read_run(run_dir: str | Path) -> RunRecord | None:
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: the run's config is missing (expected beside {metrics_path})")
     config = OmegaConf.load(config_path)
-    if "experiment_name" not in config or "seed" not in config:
-        raise ValueError(f"{config_path}: expected the keys experiment_name and seed")
+    if "task_name" not in config or "seed" not in config:
+        raise ValueError(f"{config_path}: expected the keys task_name and seed")
     if config.get("train") and not metrics.get("history"):
         raise ValueError(f"{metrics_path}: the run was to train (train: true) but trained no epoch (empty history)")
     stages_path = run_dir / "stages.json"
     stages = _read_json(stages_path) if stages_path.is_file() else {}
-    return RunRecord(run_dir, str(config.experiment_name), int(config.seed), metrics, stages)
+    return RunRecord(run_dir, str(config.task_name), int(config.seed), metrics, stages)
 
 
 def readable_run(run_dir: Path) -> RunRecord | None:
@@ -139,13 +140,13 @@ def find_finished_runs(log_dir: str | Path) -> list[RunRecord]:
     if not log_dir.is_dir():
         raise FileNotFoundError(f"{log_dir}: log folder not found (expected the runs of train.py under it)")
     runs = [run for path in sorted(log_dir.rglob("metrics.json")) if (run := readable_run(path.parent)) is not None]
-    order = {name: i for i, name in enumerate(setting_order(r.experiment_name for r in runs))}
-    return sorted(runs, key=lambda r: (order[r.experiment_name], r.seed, str(r.run_dir)))
+    order = {name: i for i, name in enumerate(setting_order(r.setting for r in runs))}
+    return sorted(runs, key=lambda r: (order[r.setting], r.seed, str(r.run_dir)))
 
 
 def group_by_setting(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     """``setting -> runs`` in the paper's order."""
-    return {name: [r for r in runs if r.experiment_name == name] for name in setting_order(r.experiment_name for r in runs)}
+    return {name: [r for r in runs if r.setting == name] for name in setting_order(r.setting for r in runs)}
 
 
 def history_curve(history: Sequence[dict], key: str) -> dict[int, float]:
@@ -184,19 +185,14 @@ def stage_history(run: RunRecord, stage: str) -> list[dict]:
     return _read_json(path).get("history", []) if path and path.is_file() else []
 
 
-def best_run(runs: Sequence[RunRecord], experiment_name: str) -> RunRecord:
-    """The run of ``experiment_name`` with the lowest test face-region error (after a rigid fit) among those
+def best_run(runs: Sequence[RunRecord], setting: str) -> RunRecord:
+    """The run of ``setting`` with the lowest test face-region error (after a rigid fit) among those
     with a checkpoint."""
-    candidates = [r for r in runs if r.experiment_name == experiment_name and r.best_checkpoint is not None]
+    candidates = [r for r in runs if r.setting == setting and r.best_checkpoint is not None]
     if not candidates:
-        available = sorted({r.experiment_name for r in runs if r.best_checkpoint is not None})
-        raise ValueError(f"no finished {experiment_name!r} run with a checkpoint; settings with one: {available}")
+        available = sorted({r.setting for r in runs if r.best_checkpoint is not None})
+        raise ValueError(f"no finished {setting!r} run with a checkpoint; settings with one: {available}")
     return min(candidates, key=lambda r: r.test.get("test/face_rigid_mm", float("inf")))
-
-
-def sample_faces(sample) -> np.ndarray:
-    """The triangles (F, 3) of a sample's label mesh (a ``SampleFiles``): the face model's topology."""
-    return read_mesh(sample.label)[1]
 
 
 # --- predictions on the test split -----------------------------------------------------------------
@@ -249,19 +245,6 @@ def predict_test_samples(module, datamodule, batch_size: int = 32, n_samples: in
 
 
 # --- fillings of the test split -----------------------------------------------------------------------
-def _wound_file(path: Path, n_vertices: int) -> tuple[np.ndarray, str]:
-    """``(mask (V,) bool, wound_type)`` of a ``wound/<group>/<sample>.npz``."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            mask = np.asarray(data["mask"], dtype=bool)
-            wound_type = str(data["wound_type"]) if "wound_type" in data.files else ""
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: not a wound file with a 'mask' array ({err})") from err
-    if mask.shape != (n_vertices,):
-        raise ValueError(f"{path}: mask has shape {mask.shape}, expected ({n_vertices},)")
-    return mask, wound_type
-
-
 def export_test_fillings(samples: Sequence, predictions: dict[str, np.ndarray], out_dir: str | Path) -> list[dict]:
     """For each predicted test sample with an imperfect mesh and a wound mask: the filling between the
     imperfect face and the PREDICTED complete face, exported for printing
@@ -286,17 +269,17 @@ def export_test_fillings(samples: Sequence, predictions: dict[str, np.ndarray], 
         if sample.imperfect is None or sample.wound is None:
             continue
         imperfect, faces = read_mesh(sample.imperfect)
-        mask, wound_type = _wound_file(sample.wound, len(imperfect))
-        row = {"sample": str(name), "wound_type": wound_type, "predicted_volume_mm3": "", "true_volume_mm3": "",
+        wound = read_wound(sample.wound, len(imperfect))
+        row = {"sample": str(name), "wound_type": wound.wound_type, "predicted_volume_mm3": "", "true_volume_mm3": "",
                "volume_error_mm3": "", "watertight": "", "stl": "", "error": ""}
         rows.append(row)
         errors = []
         try:
-            row["true_volume_mm3"] = float(extract_filling(imperfect, label, faces, mask).volume)
+            row["true_volume_mm3"] = float(extract_filling(imperfect, label, faces, wound.mask).volume)
         except ValueError as err:
             errors.append(f"true filling: {err}")
         try:
-            filling = extract_filling(imperfect, predicted, faces, mask)
+            filling = extract_filling(imperfect, predicted, faces, wound.mask)
         except ValueError as err:
             row["error"] = "; ".join([*errors, f"predicted filling: {err}"])
             continue

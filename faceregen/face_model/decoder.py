@@ -11,6 +11,14 @@ from torch import nn
 from faceregen.face_model.linear import LinearFaceModel
 
 
+def component_count(face_model: LinearFaceModel, n_components: int | None) -> int:
+    """How many of the face model's components a code holds: ``n_components``, or all of them (None)."""
+    k = face_model.n_components if n_components is None else n_components
+    if not 0 < k <= face_model.n_components:
+        raise ValueError(f"n_components={k}: the face model {face_model.name!r} has {face_model.n_components}")
+    return k
+
+
 class FaceModelDecoder(nn.Module):
     """``G(z) = B z + A`` as a frozen linear layer: codes (B, K) -> vertices (B, V, 3) in mm.
 
@@ -19,9 +27,7 @@ class FaceModelDecoder(nn.Module):
 
     def __init__(self, face_model: LinearFaceModel, n_components: int | None = None) -> None:
         super().__init__()
-        k = face_model.n_components if n_components is None else n_components
-        if not 0 < k <= face_model.n_components:
-            raise ValueError(f"n_components={k}: the face model {face_model.name!r} has {face_model.n_components}")
+        k = component_count(face_model, n_components)
         v = face_model.n_vertices
         self.register_buffer("mean_mm", torch.from_numpy(np.ascontiguousarray(face_model.mean_mm, np.float32)))
         basis = np.ascontiguousarray(face_model.basis_mm[:, :, :k], np.float32).reshape(v * 3, k)

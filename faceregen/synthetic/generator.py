@@ -24,18 +24,10 @@ generator after the wound's draws, in this order, each only when it is > 0:
 With both at 0 (and the default prefix) the bytes are those of datasets made before these settings existed:
 the manifest lists them only when they differ from their defaults.
 
-Layout under ``root`` (see the project's shared contracts)::
-
-    data2D/<group>/<sample>/<sample>_<k>.png   imperfect head under light k (RGB uint8)
-    data2D/<group>/<sample>/landmarks.npz      points_px (L, P, 2) float32, names (P,); with pose jitter also
-                                               pose_deg (3,) float32 (yaw, pitch, roll), with light jitter
-                                               light_dirs (L, 3) float32 (the unit directions rendered)
-    label/<group>/<sample>.obj                 complete head (mm, face-model topology; with its detail)
-    imperfect/<group>/<sample>.obj             wounded head
-    wound/<group>/<sample>.npz                 mask (V,) bool, depth_mm (V,) float32, wound_type, code (K,) (the
-                                               z the head was drawn from, before its detail)
-    contact_sheet.png                          a few samples under every light, wound overlaid in red
-    manifest.json                              written last
+The files are those of :mod:`faceregen.data_layout`, plus ``contact_sheet.png`` (a few samples under every
+light, wound overlaid in red); the manifest is written last. ``landmarks.npz`` holds ``pose_deg`` (3,) (yaw,
+pitch, roll) with pose jitter and ``light_dirs`` (L, 3) (the unit directions rendered) with light jitter;
+``wound/<group>/<sample>.npz``'s ``code`` is the z the head was drawn from, before its detail.
 
 Every file goes through an atomic rename. A sample is written label, imperfect, wound, images, then
 ``landmarks.npz`` last, so a sample is complete exactly when its ``landmarks.npz`` exists: a resumed run
@@ -48,7 +40,6 @@ import io
 import json
 import multiprocessing
 import re
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,6 +49,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from faceregen.data_layout import (
+    MANIFEST_FORMAT, MANIFEST_NAME, landmarks_bytes, read_landmarks, read_wound, sample_paths, wound_bytes,
+)
 from faceregen.face_model.linear import FIVE_POINT_NAMES, LinearFaceModel
 from faceregen.io import atomic_write_bytes, atomic_write_text
 from faceregen.locking import one_builder_per
@@ -68,7 +62,6 @@ from faceregen.synthetic.wounds import NO_WOUND, WOUND_TYPES, make_wound
 if TYPE_CHECKING:  # rendering imports VTK: only the functions that render import it
     from faceregen.rendering import Camera
 
-MANIFEST_FORMAT = "faceregen-cir3dfair"
 MANIFEST_VERSION = 1
 #: Face-model regions the camera frames (the front of the mean head).
 FRAMED_REGIONS = ("face", "forehead", "nose", "lips", "eye_region")
@@ -161,16 +154,9 @@ def wound_type_of(settings: GeneratorSettings, i: int, k: int) -> str:
     return settings.wound_types[(i * settings.wounds_per_identity + k) % len(settings.wound_types)]
 
 
-def sample_paths(settings: GeneratorSettings, i: int, k: int) -> dict:
-    """Paths of one sample's files, relative to the dataset root."""
-    g, s = settings.group, sample_name(settings, i, k)
-    return {
-        "images": [f"data2D/{g}/{s}/{s}_{light}.png" for light in range(len(settings.lights))],
-        "landmarks": f"data2D/{g}/{s}/landmarks.npz",
-        "label": f"label/{g}/{s}.obj",
-        "imperfect": f"imperfect/{g}/{s}.obj",
-        "wound": f"wound/{g}/{s}.npz",
-    }
+def files_of(settings: GeneratorSettings, i: int, k: int) -> dict:
+    """Paths of sample ``(i, k)``'s files, relative to the dataset root (:func:`faceregen.data_layout.sample_paths`)."""
+    return sample_paths(settings.group, sample_name(settings, i, k), len(settings.lights))
 
 
 def manifest_entry(settings: GeneratorSettings, i: int, k: int) -> dict:
@@ -180,22 +166,11 @@ def manifest_entry(settings: GeneratorSettings, i: int, k: int) -> dict:
         "group": settings.group,
         "variant": k,
         "wound_type": wound_type_of(settings, i, k),
-        **sample_paths(settings, i, k),
+        **files_of(settings, i, k),
     }
 
 
 # --- deterministic file bytes ------------------------------------------------------------------------
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An uncompressed ``.npz`` (as ``np.savez``) with fixed zip timestamps, so equal arrays give equal bytes."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
-    return buffer.getvalue()
-
-
 def png_bytes(image: np.ndarray) -> bytes:
     """PNG of an RGB uint8 image with fixed encoder options (no metadata)."""
     buffer = io.BytesIO()
@@ -287,7 +262,7 @@ def _generate_identity(i: int) -> int:
     names = landmark_names(model)
     written = 0
     for k in range(settings.wounds_per_identity):
-        paths = sample_paths(settings, i, k)
+        paths = files_of(settings, i, k)
         if (root / paths["landmarks"]).exists():
             continue
         kind = wound_type_of(settings, i, k)
@@ -297,7 +272,7 @@ def _generate_identity(i: int) -> int:
         write_mesh(root / paths["imperfect"], wound.vertices_mm, model.faces)
         atomic_write_bytes(
             root / paths["wound"],
-            npz_bytes({"mask": wound.mask, "depth_mm": wound.depth_mm, "wound_type": np.array(kind), "code": code}),
+            wound_bytes(wound.mask, wound.depth_mm, kind, code),
         )
         shown, lights, jitter = wound.vertices_mm, np.asarray(settings.lights), {}
         if settings.pose_jitter_deg > 0:
@@ -310,10 +285,7 @@ def _generate_identity(i: int) -> int:
             atomic_write_bytes(root / path, png_bytes(image))
         points_px = camera.project(model.landmarks.positions(shown, names)).astype(np.float32)
         atomic_write_bytes(
-            root / paths["landmarks"],
-            npz_bytes(
-                {"points_px": np.repeat(points_px[None], len(images), axis=0), "names": np.array(names), **jitter}
-            ),
+            root / paths["landmarks"], landmarks_bytes(np.repeat(points_px[None], len(images), axis=0), names, **jitter)
         )
         written += 1
     return written
@@ -331,12 +303,11 @@ def write_contact_sheet(root: Path, manifest: dict, n_samples: int = 8) -> Path:
         renders = [np.asarray(Image.open(root / p).convert("RGB")) for p in entry["images"]]
         overlay = Image.fromarray(renders[0].copy())
         vertices, _ = read_mesh(root / entry["imperfect"])
-        with np.load(root / entry["wound"]) as wound:
-            mask = wound["mask"]
-        with np.load(root / entry["landmarks"]) as landmarks:
-            if "pose_deg" in landmarks:
-                label, _ = read_mesh(root / entry["label"])
-                vertices = posed_head(vertices, head_centre_mm(label), landmarks["pose_deg"])
+        mask = read_wound(root / entry["wound"], len(vertices)).mask
+        landmarks = read_landmarks(root / entry["landmarks"])
+        if "pose_deg" in landmarks:
+            label, _ = read_mesh(root / entry["label"])
+            vertices = posed_head(vertices, head_centre_mm(label), landmarks["pose_deg"])
         draw = ImageDraw.Draw(overlay)
         radius = max(1.0, camera.resolution / 128)
         for u, v in camera.project(vertices[mask]):
@@ -360,7 +331,7 @@ def _remove_stale_temporaries(root: Path) -> None:
 
 def _check_resume(root: Path, params: dict) -> bool:
     """True when ``root`` already holds the finished dataset for ``params``; error if it holds another."""
-    for name in ("manifest.json", PENDING_PARAMS_NAME):
+    for name in (MANIFEST_NAME, PENDING_PARAMS_NAME):
         path = root / name
         if path.exists():
             found = json.loads(path.read_text())
@@ -373,7 +344,7 @@ def _check_resume(root: Path, params: dict) -> bool:
                     f"{path}: {root} holds a dataset generated with other parameters (differing: {', '.join(differ)}); "
                     "choose another root or delete it"
                 )
-            return name == "manifest.json"
+            return name == MANIFEST_NAME
     return False
 
 
@@ -446,7 +417,7 @@ def generate_dataset(
         "lights": [list(d) for d in settings.lights],
         "camera": camera.to_dict(),
     }
-    manifest_path = root / "manifest.json"
+    manifest_path = root / MANIFEST_NAME
     if _check_resume(root, params):
         return manifest_path
     detail = None
@@ -460,7 +431,7 @@ def generate_dataset(
         (i, k)
         for i in range(n_identities)
         for k in range(wounds_per_identity)
-        if (root / sample_paths(settings, i, k)["landmarks"]).exists()
+        if (root / files_of(settings, i, k)["landmarks"]).exists()
     }
     pending = [i for i in range(n_identities) if any((i, k) not in done for k in range(wounds_per_identity))]
     with tqdm(total=n_identities * wounds_per_identity, initial=len(done), desc="samples", unit="sample") as progress:

@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from faceregen.encoders.checkpoints import MICA_ENCODER_KEY, MICA_GENERATOR_KEY, load_state_strict, read_torch_file
 from lightning_modules.mica_module import MICAModule
-from lightning_modules.runner import ensure_dataset, with_face_model
+from training.building import ensure_dataset, with_face_model
 
 #: a key only MICAModule's state dict has (the face model as a frozen layer)
 MICA_STATE_KEY = "face_model_decoder.mean_mm"

@@ -10,8 +10,9 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from faceregen.io import atomic_write_text
-from lightning_modules.base_stage import EMBEDDED, base_stage_key, ensure_base_checkpoint
-from lightning_modules.ssl_stage import ensure_ssl_checkpoint
+from training.base_stage import EMBEDDED, BaseStage
+from training.building import prepare_data_and_model
+from training.ssl_stage import SSLStage
 
 
 def instantiate_group(cfg: DictConfig | None) -> list:
@@ -19,30 +20,6 @@ def instantiate_group(cfg: DictConfig | None) -> list:
     if not cfg:
         return []
     return [hydra.utils.instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
-
-
-def prepare_data_and_model(cfg: DictConfig, **model_overrides) -> tuple[pl.LightningDataModule, pl.LightningModule]:
-    """The face model (once), the synthetic data (generated when missing), the model and its datamodule.
-
-    The datamodule's face alignment follows the model's identity encoder (ArcFace 112 or dlib 150), and
-    both check vertex counts against the same face model.
-    """
-    face_model = hydra.utils.instantiate(cfg.face_model)
-    ensure_dataset(cfg, face_model)
-    model = with_face_model(cfg.model)(face_model=face_model, **model_overrides)
-    datamodule = with_face_model(cfg.data)(face_model=face_model, alignment=model.identity_encoder.alignment)
-    return datamodule, model
-
-
-def ensure_dataset(cfg: DictConfig, face_model) -> None:
-    """Generate the synthetic dataset when ``cfg.generator`` is set (resumable: quick when complete)."""
-    if cfg.get("generator"):
-        with_face_model(cfg.generator)(face_model=face_model)
-
-
-def with_face_model(cfg: DictConfig):
-    """``cfg`` as a partial with plain containers (objects such as the face model cannot be merged into a config)."""
-    return hydra.utils.instantiate(cfg, _partial_=True, _convert_="all")
 
 
 def record_stages(cfg: DictConfig, start: str | Path | None) -> None:
@@ -55,7 +32,7 @@ def record_stages(cfg: DictConfig, start: str | Path | None) -> None:
         "base_stage_dir": None,
     }
     if cfg.model.get("base_checkpoint") == EMBEDDED:
-        stages["base_stage_dir"] = str(Path(cfg.base_stage.cache_dir) / base_stage_key(cfg))
+        stages["base_stage_dir"] = str(BaseStage(cfg).folder())
     atomic_write_text(Path(cfg.paths.output_dir) / "stages.json", json.dumps(stages, indent=2))
 
 
@@ -65,7 +42,7 @@ def check_training_settings(cfg: DictConfig) -> None:
         if cfg.train and cfg.trainer.get(key) == 0:
             raise ValueError(
                 f"trainer.{key}=0 with train=true trains nothing (and the run would pass for a trained "
-                f"{cfg.get('experiment_name')!r} result); set it >= 1, or train=false (experiment=pretrained) to test only"
+                f"{cfg.task_name!r} result); set it >= 1, or train=false (experiment=pretrained) to test only"
             )
 
 
@@ -80,11 +57,11 @@ def run(cfg: DictConfig) -> float | None:
     overrides = {}
     start = cfg.model.get("base_checkpoint")
     if start == EMBEDDED:
-        start = ensure_base_checkpoint(cfg)
+        start = BaseStage(cfg).checkpoint()
     if cfg.get("ssl_stage"):
         if not start:
             raise ValueError("ssl_stage needs a base_checkpoint to start SwAV from (embedded or a mica.tar)")
-        start = ensure_ssl_checkpoint(cfg, Path(start))
+        start = SSLStage(cfg, Path(start)).checkpoint()
     record_stages(cfg, start)
     if start:
         overrides["base_checkpoint"] = str(start)

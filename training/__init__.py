@@ -1,0 +1,1 @@
+"""Training from a Hydra config: building the parts, the cached stages before MICA, the run, a trained run back."""

@@ -1,0 +1,79 @@
+"""The base stage: MICA's own pre-training on complete faces, played on synthetic data.
+
+In the paper every setting but "scratch" starts from MICA pre-trained on large sets of complete faces.
+Users with MICA's ``mica.tar`` set ``base_checkpoint=/path/to/mica.tar``. On the embedded default,
+``base_checkpoint=embedded`` trains MICAModule on a separate synthetic set of COMPLETE faces (no wounds,
+identities disjoint from the imperfect set: another name prefix and seed; more varied light and small
+head poses) and saves it in MICA's checkpoint layout, so the loader that reads a user's ``mica.tar``
+reads it too. It is a :class:`~training.cached_stage.CachedStage`: built once under a key of everything
+that decides it, its own training seed (``base_stage.seed``: every run seed shares one base model, the same
+whichever job built it) included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from faceregen.encoders.checkpoints import save_mica_checkpoint
+from training.building import prepare_data_and_model
+from training.cached_stage import CachedStage
+
+EMBEDDED = "embedded"
+
+
+def base_stage_config(cfg: DictConfig, folder: Path) -> DictConfig:
+    """The run's config turned into the base stage's: complete-face data, no base, its own schedule."""
+    stage = cfg.base_stage
+    base = cfg.copy()
+    with open_dict(base):
+        base.generator = stage.generator
+        base.data.root = stage.generator.root
+        base.data.mode = "supervised"
+        base.data.ssl_transform = None
+        base.model.base_checkpoint = None
+        base.trainer.max_epochs = stage.max_epochs
+        base.trainer.default_root_dir = str(folder)
+    return base
+
+
+class BaseStage(CachedStage):
+    """MICA trained on the complete faces of ``cfg.base_stage.generator``, saved as ``mica_base.tar``."""
+
+    version = 2
+    checkpoint_name = "mica_base.tar"
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg, cfg.base_stage)
+
+    def decided_by(self) -> dict:
+        """Face model, architecture, loss, data, schedule."""
+        cfg = self.cfg
+        return {
+            "face_model": cfg.face_model,
+            "identity_encoder": cfg.model.identity_encoder,
+            "mapping_network": cfg.model.mapping_network,
+            "region_weights": cfg.model.region_weights,
+            "n_components": cfg.model.n_components,
+            "optimizer": cfg.model.optimizer,
+            "base_stage": {k: cfg.base_stage[k] for k in cfg.base_stage if k != "cache_dir"},
+            "batch_size": cfg.data.batch_size,
+        }
+
+    def build(self, folder: Path):
+        base = base_stage_config(self.cfg, folder)
+        datamodule, model = prepare_data_and_model(base)
+        checkpoints = ModelCheckpoint(dirpath=folder / "checkpoints", monitor="val/mean_distance_mm", mode="min")
+        return model, datamodule, base.trainer, {"callbacks": [checkpoints]}
+
+    def fit(self, trainer: pl.Trainer, module, datamodule) -> None:
+        """Fit, then load the best weights into ``module`` and report the error on held-out complete faces."""
+        trainer.fit(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule, ckpt_path="best")
+
+    def save(self, module, checkpoint: Path) -> None:
+        OmegaConf.save(base_stage_config(self.cfg, checkpoint.parent), checkpoint.parent / "config.yaml")
+        save_mica_checkpoint(checkpoint, module.identity_encoder.encoder_state_dict(), module.mapping_network.state_dict())
