@@ -209,3 +209,20 @@ def test_evaluation_rows_on_a_known_case(face_model, wounded):
     assert "| scan_fit | moved | 1 |" in measure.markdown_table(summary, "toy")
     with pytest.raises(ValueError, match="toy_0: method 'scan_fit_image_prior' needs the image's predicted code"):
         measure.evaluate_case(restorer(face_model), dataclasses.replace(case, image_code=None), "scan_fit_image_prior", "clean")
+
+
+def test_a_subset_of_cases_holds_every_wound_type(tmp_path):
+    """``max_cases`` thins each wound type evenly, so a small evaluation still sees every type."""
+    from faceregen.evaluation import restoration as measure
+
+    solid = trimesh.creation.icosphere(subdivisions=0)
+    samples = []
+    for i, wound_type in enumerate(["long_scar"] * 6 + ["circle_scar"] * 2 + ["tissue_loss_chin"] * 2):
+        mesh = write_obj(tmp_path / f"s{i}.obj", solid.vertices, solid.faces)
+        np.savez(tmp_path / f"s{i}.npz", mask=np.zeros(len(solid.vertices), bool))
+        samples.append({"sample": f"s{i}", "identity": f"id{i}", "wound_type": wound_type, "label": mesh.name,
+                        "imperfect": mesh.name, "wound": f"s{i}.npz", "images": [f"s{i}.png"]})
+    (tmp_path / "manifest.json").write_text(json.dumps({"samples": samples}))
+    cases = measure.read_cases(tmp_path, None, max_cases=6)
+    assert [c.sample for c in cases] == ["s0", "s5", "s6", "s7", "s8", "s9"]
+    assert len(measure.read_cases(tmp_path, {"id0", "id6"}, max_cases=6)) == 2

@@ -243,7 +243,8 @@ def markdown_table(rows: Sequence[dict], title: str) -> str:
 
 
 def read_cases(root, identities: set[str] | None, max_cases: int | None = None) -> list[Case]:
-    """The dataset's samples (``manifest.json``) of the given identities, evenly thinned to ``max_cases``."""
+    """The dataset's samples (``manifest.json``) of the given identities; with ``max_cases``, every wound type
+    evenly thinned to its share (``max_cases // n_types``, at least 1), so that a subset holds every type."""
     import json
     from pathlib import Path
 
@@ -253,7 +254,13 @@ def read_cases(root, identities: set[str] | None, max_cases: int | None = None) 
     manifest = json.loads((root / "manifest.json").read_text())
     entries = [e for e in manifest["samples"] if identities is None or e["identity"] in identities]
     if max_cases is not None and len(entries) > max_cases:
-        entries = [entries[i] for i in np.unique(np.linspace(0, len(entries) - 1, max_cases).round().astype(int))]
+        types = sorted({e["wound_type"] for e in entries})
+        share = max(1, max_cases // len(types))
+        thinned = []
+        for wound_type in types:
+            of_type = [e for e in entries if e["wound_type"] == wound_type]
+            thinned += [of_type[i] for i in np.unique(np.linspace(0, len(of_type) - 1, share).round().astype(int))]
+        entries = sorted(thinned, key=entries.index)
     cases = []
     for entry in entries:
         imperfect, faces = read_mesh(root / entry["imperfect"])
