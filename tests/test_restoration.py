@@ -17,6 +17,7 @@ import trimesh
 
 from test_experiments import ROOT
 
+from faceregen.data_layout import MANIFEST_FORMAT
 from faceregen.evaluation.scan_to_mesh import Similarity
 from faceregen.postprocess import extract_filling
 from faceregen.restoration import CompletionSettings, IcpSettings, Restorer, read_scan, scan_from_arrays
@@ -46,7 +47,9 @@ def wounded(face_model):
 
 
 def restorer(face_model, **completion):
-    return Restorer(face_model, CompletionSettings(**completion))
+    """The restorer with the prior weight of the toy model (exact heads of a few components: a weaker pull than
+    the default, set for the embedded model's heads with surface detail)."""
+    return Restorer(face_model, CompletionSettings(**{"prior_weight_mm2": 2.0, **completion}))
 
 
 def remeshed(vertices, faces):
@@ -80,12 +83,27 @@ def test_the_robust_fit_ignores_a_dent(face_model, wounded):
     code, complete, wound = wounded
     scan = scan_from_arrays(RIGID.apply(wound.vertices_mm), face_model.faces, "dented", "mm")
     errors = {}
-    for name, floor in (("robust", 0.3), ("least squares", 1e4)):  # a huge Tukey scale: every weight ~1
-        fit = Restorer(face_model, CompletionSettings(detail_smoothing=0.0),
-                       IcpSettings(sigma_floor_mm=floor))(scan)
+    # a huge Tukey scale: every weight ~1; an infinite wound cutoff: no point is wound
+    for name, floor, cutoff in (("robust", 0.3, 2.0), ("Tukey only", 0.3, np.inf), ("wound cutoff only", 1e4, 2.0),
+                                ("least squares", 1e4, np.inf)):
+        fit = Restorer(face_model, CompletionSettings(detail_smoothing=0.0, prior_weight_mm2=0.5, wound_cutoff_mm=cutoff),
+                       IcpSettings(sigma_floor_mm=floor), wound_refits=0)(scan)
         restored = RIGID.inverse().apply(fit.completed_mm)
         errors[name] = np.linalg.norm(restored - complete, axis=1)[wound.mask].mean()
-    assert errors["robust"] < 0.1 and errors["least squares"] > 4 * errors["robust"], errors
+    assert max(errors["robust"], errors["Tukey only"], errors["wound cutoff only"]) < 0.1, errors
+    assert errors["least squares"] > 4 * errors["robust"], errors
+
+
+def test_the_refit_leaves_the_given_wound_out(face_model, wounded):
+    """A least-squares fit follows the dent; refitted without the (given) wound it restores the face."""
+    _, complete, wound = wounded
+    scan = scan_from_arrays(wound.vertices_mm, face_model.faces, "dented", "mm")
+    errors = {}
+    for refits in (0, 1):
+        fit = Restorer(face_model, CompletionSettings(detail_smoothing=0.0, prior_weight_mm2=0.5, wound_cutoff_mm=np.inf),
+                       IcpSettings(sigma_floor_mm=1e4), wound_refits=refits)(scan, wound_mask=wound.mask)
+        errors[refits] = np.linalg.norm(fit.completed_mm - complete, axis=1)[wound.mask].mean()
+    assert errors[1] < 0.1 and errors[0] > 4 * errors[1], errors
 
 
 def test_wound_detected_on_a_known_dent(face_model, wounded):
@@ -192,3 +210,20 @@ def test_evaluation_rows_on_a_known_case(face_model, wounded):
     assert "| scan_fit | moved | 1 |" in measure.markdown_table(summary, "toy")
     with pytest.raises(ValueError, match="toy_0: method 'scan_fit_image_prior' needs the image's predicted code"):
         measure.evaluate_case(restorer(face_model), dataclasses.replace(case, image_code=None), "scan_fit_image_prior", "clean")
+
+
+def test_a_subset_of_cases_holds_every_wound_type(tmp_path):
+    """``max_cases`` thins each wound type evenly, so a small evaluation still sees every type."""
+    from faceregen.evaluation import restoration as measure
+
+    solid = trimesh.creation.icosphere(subdivisions=0)
+    samples = []
+    for i, wound_type in enumerate(["long_scar"] * 6 + ["circle_scar"] * 2 + ["tissue_loss_chin"] * 2):
+        mesh = write_obj(tmp_path / f"s{i}.obj", solid.vertices, solid.faces)
+        np.savez(tmp_path / f"s{i}.npz", mask=np.zeros(len(solid.vertices), bool), wound_type=wound_type)
+        samples.append({"sample": f"s{i}", "identity": f"id{i}", "group": "synthetic", "label": mesh.name,
+                        "imperfect": mesh.name, "wound": f"s{i}.npz", "images": [f"s{i}.png"]})
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": MANIFEST_FORMAT, "samples": samples}))
+    cases = measure.read_cases(tmp_path, None, max_cases=6)
+    assert [c.sample for c in cases] == ["s0", "s5", "s6", "s7", "s8", "s9"]
+    assert len(measure.read_cases(tmp_path, {"id0", "id6"}, max_cases=6)) == 2

@@ -243,13 +243,12 @@ def markdown_table(rows: Sequence[dict], title: str) -> str:
 
 
 def read_cases(root, identities: set[str] | None, max_cases: int | None = None) -> list[Case]:
-    """The dataset's samples of the given identities, evenly thinned to ``max_cases``."""
+    """The dataset's samples of the given identities; with ``max_cases``, every wound type evenly thinned to
+    its share (``max_cases // n_types``, at least 1), so that a subset holds every type."""
     from faceregen.data_layout import find_samples, read_wound
     from faceregen.mesh_io import read_mesh
 
     samples = [s for s in find_samples(root) if identities is None or s.identity in identities]
-    if max_cases is not None and len(samples) > max_cases:
-        samples = [samples[i] for i in np.unique(np.linspace(0, len(samples) - 1, max_cases).round().astype(int))]
     cases = []
     for sample in samples:
         imperfect, faces = read_mesh(sample.imperfect)
@@ -257,6 +256,14 @@ def read_cases(root, identities: set[str] | None, max_cases: int | None = None) 
         wound = read_wound(sample.wound, len(imperfect))
         cases.append(Case(sample.sample, wound.wound_type, imperfect.astype(np.float64), label.astype(np.float64),
                           faces, wound.mask, str(sample.images[0])))
+    if max_cases is not None and len(cases) > max_cases:
+        types = sorted({c.wound_type for c in cases})
+        share = max(1, max_cases // len(types))
+        keep = set()
+        for wound_type in types:
+            of_type = [i for i, c in enumerate(cases) if c.wound_type == wound_type]
+            keep |= {of_type[j] for j in np.unique(np.linspace(0, len(of_type) - 1, share).round().astype(int))}
+        cases = [c for i, c in enumerate(cases) if i in keep]
     return cases
 
 

@@ -9,9 +9,12 @@ face's triangles (barycentric ``b_i`` on triangle ``f_i``, unit normal ``n_i``) 
     sum_i w_i (r_i + J_i^pose dp - n_i^T sum_k b_ik B_{f_ik} dz)^2 + prior_weight_mm2 |z + dz - z_prior|^2,
     r_i = n_i . (q_i - m_i),
 
-with Tukey weights ``w_i`` (zero beyond ``4.685 sigma``, and for far or back-facing matches): the wound, holes
-and noise are outliers. The robust scale is annealed: at step ``t`` it is at least ``3 mm x 0.6^t`` (then the
-floor), so the first steps, far from the scan, still see most of it. ``z_prior`` is the image's predicted code when given (then weighted by
+with Tukey weights ``w_i`` (zero beyond ``4.685 sigma``, for far or back-facing matches, and for points deeper
+than ``wound_cutoff_mm`` inside the face: tissue loss lies inside, skin the model misses on both sides, so a
+deep inward residual is wound whatever the current scale): the wound, holes and noise are outliers. Points
+the caller marks ``excluded`` (in and near a detected wound) are left out. The robust scale is annealed: at
+step ``t`` it is at least ``3 mm x 0.6^t`` (then the floor), so the first steps, far from the scan, still see
+most of it. ``z_prior`` is the image's predicted code when given (then weighted by
 ``image_prior_weight_mm2``), else 0 (the model's mean: ``z ~ N(0, I)``).
 
 Detail: the fitted face misses what the model cannot express. A per-vertex offset ``h`` along the vertex
@@ -19,10 +22,10 @@ normals,
 
     min_h sum_i w_i (sum_k b_ik h_{f_ik} - r_i)^2 + detail_smoothing |L h|^2 + detail_decay |h|^2,
 
-(``L = I - D^-1 A`` the graph Laplacian of the mesh; ``w_i`` 1 for the points within ``detail_reach_mm`` of
-the fitted face, else 0: skin the model misses, not the deeper wound) follows the intact skin and continues
-smoothly (bi-Laplacian) across the wound and the scan's holes, where there is no data; far from any data it
-decays to 0. Points in and near the detected wound are left out by the caller (``excluded``), so the
+(``L = I - D^-1 A`` the graph Laplacian of the mesh; ``w_i`` 1 for the points at most ``detail_reach_mm``
+outside and ``wound_cutoff_mm`` inside the fitted face, else 0: skin the model misses, not the deeper wound)
+follows the intact skin and continues smoothly (bi-Laplacian) across the wound and the scan's holes, where
+there is no data; far from any data it decays to 0. Points in and near the detected wound are left out by the caller (``excluded``), so the
 filling's rim meets the skin.
 
 The mirrored scan (:func:`mirrored_scan_surface`) is the clinical baseline: the scan reflected across the
@@ -64,15 +67,16 @@ class CompletionSettings:
     """See the module docstring. ``n_components``: at most this many (all of a smaller face model's);
     ``prior_weight_mm2`` pulls the code toward 0 (no image);
     ``image_prior_weight_mm2`` toward the image's code; ``detail_smoothing``/``detail_decay``: 0 smoothing
-    switches the detail layer off."""
+    switches the detail layer off; ``wound_cutoff_mm``: ``inf`` keeps the deep inward points."""
 
     n_components: int = 100
     iterations: int = 12
-    prior_weight_mm2: float = 2.0
+    prior_weight_mm2: float = 8.0
     image_prior_weight_mm2: float = 8.0
     detail_smoothing: float = 5.0
     detail_decay: float = 1e-3
     detail_reach_mm: float = 3.0
+    wound_cutoff_mm: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -123,22 +127,27 @@ class FaceModelFit:
         return self.mean + self.basis @ code
 
     def fit(self, points: np.ndarray, point_normals: np.ndarray, pose: Similarity, prior_code: np.ndarray | None = None,
-            iterations: int | None = None) -> tuple[np.ndarray, Similarity, np.ndarray, float, float]:
+            iterations: int | None = None, excluded: np.ndarray | None = None,
+            start_code: np.ndarray | None = None) -> tuple[np.ndarray, Similarity, np.ndarray, float, float]:
         """Code (n_components,), pose, weights (N,), robust scale (mm) and truncated cost (mm^2, 5 mm) of the
-        IRLS fit (module docstring)."""
+        IRLS fit (module docstring) to the points not ``excluded`` (N,) bool, from ``start_code`` (default:
+        the prior)."""
         k = self.n_components
         target = np.zeros(k) if prior_code is None else np.asarray(prior_code, np.float64)[:k]
         weight = self.settings.prior_weight_mm2 if prior_code is None else self.settings.image_prior_weight_mm2
-        code = target.copy()
+        code = target.copy() if start_code is None else np.asarray(start_code, np.float64)[:k].copy()
         iterations = self.settings.iterations if iterations is None else iterations
         for step in range(iterations + 1):
             vertices = self.shape(code)
             moved = pose.apply(points)
             found = self.surface.match(moved, point_normals @ pose.rotation.T, vertices, cKDTree(vertices),
                                        self.icp_settings)
+            used = found.valid & (found.residual > -self.settings.wound_cutoff_mm)
+            if excluded is not None:
+                used &= ~excluded
             w = np.zeros(len(points))
             floor = max(self.icp_settings.sigma_floor_mm, ANNEALING_START_MM * ANNEALING_RATE**step)
-            w[found.valid], sigma = tukey_weights(found.residual[found.valid], floor)
+            w[used], sigma = tukey_weights(found.residual[used], floor)
             keep = w > 0
             if step == iterations or keep.sum() < 10:  # done, or nothing left to fit (a wrong orientation)
                 return code, pose, w, sigma, truncated_cost(found, 5.0) if keep.sum() >= 10 else np.inf
@@ -161,7 +170,8 @@ class FaceModelFit:
         """Normal offsets ``h`` (V,) of the detail layer, the face with them (V, 3) and the share of points
         used, from the points (already in the model frame) not ``excluded`` (N,) bool."""
         found = self.surface.match(points_model, point_normals_model, vertices, cKDTree(vertices), self.icp_settings)
-        w = (found.valid & ~excluded & (np.abs(found.residual) < self.settings.detail_reach_mm)).astype(np.float64)
+        w = (found.valid & ~excluded & (found.residual < self.settings.detail_reach_mm)
+             & (found.residual > -self.settings.wound_cutoff_mm)).astype(np.float64)
         if self.bilaplacian is None:
             return np.zeros(len(vertices)), vertices, float(w.mean())
         n = len(vertices)

@@ -12,8 +12,10 @@ Per scan (:class:`Restorer`):
    ``completion="image"``: the image's predicted face as it is, only registered to the scan (a baseline).
 3. Wound: the depth of every scan vertex below the completed surface; the mask is the given one, else
    :func:`~faceregen.restoration.wound_detection.detect_wound` among the vertices facing the model's face
-   regions (:data:`~faceregen.synthetic.wounds.WOUNDABLE_REGIONS`). With the face model the detail layer is then
-   refitted without the points within ``wound_margin_mm`` of the wound and the wound detected again.
+   regions (:data:`~faceregen.synthetic.wounds.WOUNDABLE_REGIONS`). With the face model, ``wound_refits``
+   times: the code and pose (``refit_iterations`` IRLS steps from the last code) and the detail layer are
+   refitted without the points within ``wound_margin_mm`` of the wound (the wound's shallow rim, which the
+   detection misses, lies there), and the wound is detected again (a given mask stays).
 4. The filling (:func:`scan_filling`): the scan's wound patch (the mask grown to a clean border) and the
    same patch lifted onto the completed surface (each vertex to its nearest point there, where it lies
    inside) bound the solid, built by :func:`~faceregen.postprocess.extract_filling`: closed, manifold and
@@ -107,12 +109,14 @@ class Restorer:
 
     def __init__(self, face_model: LinearFaceModel, completion: CompletionSettings = CompletionSettings(),
                  icp: IcpSettings = IcpSettings(), wound: WoundSettings = WoundSettings(),
-                 max_points: int = 4000, wound_margin_mm: float = 8.0, n_hypotheses: int = 10) -> None:
+                 max_points: int = 4000, wound_margin_mm: float = 8.0, n_hypotheses: int = 10,
+                 wound_refits: int = 2, refit_iterations: int = 4) -> None:
         self.face_model = face_model
         self.fit = FaceModelFit(face_model, completion, icp)
         self.icp, self.wound = icp, wound
         self.max_points, self.wound_margin_mm = int(max_points), float(wound_margin_mm)
         self.n_hypotheses = int(n_hypotheses)
+        self.wound_refits, self.refit_iterations = int(wound_refits), int(refit_iterations)
         self.woundable = np.zeros(face_model.n_vertices, dtype=bool)
         for region in WOUNDABLE_REGIONS:
             self.woundable[face_model.regions[region]] = True
@@ -167,10 +171,14 @@ class Restorer:
         facial = self.facial(scan, registration.pose, template)
         mask = np.asarray(wound_mask, bool) if given else detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm,
                                                                        sigma, self.wound, facial)
-        if fitted is not None and mask.any():
+        for _ in range(self.wound_refits if fitted is not None else 0):
+            if not mask.any():
+                break
             near, _ = cKDTree(scan.vertices_mm[mask]).query(points, distance_upper_bound=self.wound_margin_mm)
-            fitted = self.fit.completion(fitted.code[: self.fit.n_components], fitted.pose, fitted.sigma_mm,
-                                         points, normals, np.isfinite(near))
+            excluded = np.isfinite(near)
+            code, pose, _, sigma, _ = self.fit.fit(points, normals, fitted.pose, prior_code, self.refit_iterations,
+                                                   excluded, fitted.code[: self.fit.n_components])
+            fitted = self.fit.completion(code, pose, sigma, points, normals, excluded)
             completed = fitted.vertices_scan_mm()
             depth = depth_below_surface(scan.vertices_mm, completed, faces)
             if not given:

@@ -29,7 +29,7 @@ from faceregen.restoration.registration import IcpSettings, TriangleSurface
 
 @dataclass(frozen=True)
 class WoundSettings:
-    threshold_mm: float = 1.0
+    threshold_mm: float = 3.0
     low_floor_mm: float = 0.2
     low_sigmas: float = 1.0
     min_area_mm2: float = 50.0
