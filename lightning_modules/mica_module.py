@@ -20,6 +20,7 @@ values are kept (:meth:`MICAModule.test_sample_metrics`) for paired comparisons 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -29,12 +30,16 @@ from torch import nn
 from torchmetrics import CatMetric, MeanMetric
 
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict
+from faceregen.encoders.readout import fit_ridge_readout
+from faceregen.evaluation.linear_probe import best_fit_codes
 from faceregen.evaluation.protocol import SAMPLE_METRICS, EvaluationProtocol, now_images
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
 from faceregen.face_model.decoder import region_weights as per_vertex_region_weights
 from faceregen.face_model.linear import LinearFaceModel
 from faceregen.metrics import masked_mean_distance_mm, per_vertex_distance_mm, similarity_aligned_distance_mm
 from lightning_modules.optimization import encoder_parameter_groups, optimizer_with_scheduler
+
+log = logging.getLogger(__name__)
 
 #: names of the distance metrics, per stage: ``<stage>/<name>``. ``aligned_distance_mm``: after a
 #: similarity fit of each prediction to its ground truth (shape without size and pose);
@@ -58,6 +63,10 @@ class MICAModule(pl.LightningModule):
         n_components: how many face-model components the mapping network predicts (None: all).
         now_val_images / now_test_images: how many images get the NoW protocol, per validation epoch / test:
             the first ones (in the split's order) that are their sample's first render (``light`` 0).
+        readout_init: ``"ridge"``: before the first training step, fit the (linear) mapping network in
+            closed form to the training images' best-fit codes, toward the read-out it starts from, the
+            ridge strength chosen on the validation images (:mod:`faceregen.encoders.readout`); SGD then
+            fine-tunes from there. None: SGD only (MICA).
     """
 
     def __init__(
@@ -73,6 +82,7 @@ class MICAModule(pl.LightningModule):
         n_components: int | None = None,
         now_val_images: int = 16,
         now_test_images: int = 60,
+        readout_init: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler"])
@@ -93,6 +103,12 @@ class MICAModule(pl.LightningModule):
             {f"{stage}_{name}": CatMetric(nan_strategy="disable") for stage in ("val", "test") for name in (*SAMPLE_METRICS, "index")}
         )
         self._now_images_seen = 0
+        if readout_init not in (None, "ridge"):
+            raise ValueError(f"readout_init={readout_init!r}: expected null or 'ridge'")
+        if readout_init and not getattr(self.mapping_network, "is_linear", False):
+            raise ValueError("readout_init=ridge fits a linear read-out: set model.mapping_network.hidden_dim=null "
+                             "and hidden_layers=0")
+        self._face_model = face_model
         if base_checkpoint:
             self.load_base_checkpoint(base_checkpoint)
 
@@ -120,6 +136,53 @@ class MICAModule(pl.LightningModule):
     def region_weighted_l1(self, pred_mm: torch.Tensor, gt_mm: torch.Tensor) -> torch.Tensor:
         """``mean_{b,v,c} w_v |pred - gt|`` (MICA's masked L1, in mm)."""
         return ((pred_mm - gt_mm).abs() * self.vertex_weights[:, None]).mean()
+
+    # --- the read-out in closed form ---------------------------------------------------------------
+    @torch.no_grad()
+    def _features_and_heads(self, loader) -> tuple[np.ndarray, np.ndarray]:
+        """Identity features (N, D) as the mapping network sees them in eval mode, and the heads (N, V, 3)."""
+        features, heads = [], []
+        for batch in loader:
+            images = self.identity_encoder.normalize_input(batch["image"].to(self.device))
+            features.append(self.identity_encoder(images).double().cpu().numpy())
+            heads.append(batch["vertices_mm"].numpy())
+        return np.concatenate(features), np.concatenate(heads)
+
+    @torch.no_grad()
+    def fit_readout(self, train_loader, val_loader) -> None:
+        """``readout_init=ridge`` (see the class docstring). An encoder whose feature standardisation never
+        saw data (a fresh one) first takes the training features' mean and variance as its statistics."""
+        training = self.training
+        self.eval()
+        standardizer = getattr(self.identity_encoder, "feature_standardizer", None)
+        if standardizer is not None and int(standardizer.num_batches_tracked) == 0:
+            pooled = torch.cat([
+                self.identity_encoder.pooled_stages(self.identity_encoder.normalize_input(b["image"].to(self.device)))
+                for b in train_loader
+            ])
+            standardizer.running_mean.copy_(pooled.mean(0))
+            standardizer.running_var.copy_(pooled.var(0))
+            standardizer.num_batches_tracked.fill_(1)
+        features, heads = self._features_and_heads(train_loader)
+        val_features, val_heads = self._features_and_heads(val_loader)
+        face = self.protocol.face
+        k = self.face_model_decoder.n_components
+        output = self.mapping_network.output
+        readout = fit_ridge_readout(
+            features, best_fit_codes(self._face_model, heads, k), val_features, val_heads[:, face],
+            self._face_model.basis_mm[face][:, :, :k], self._face_model.mean_mm[face],
+            prior_weights=output.weight.double().cpu().numpy().T if self.hparams.base_checkpoint else None,
+        )
+        output.weight.copy_(torch.from_numpy(readout.weights.T))
+        output.bias.copy_(torch.from_numpy(readout.bias))
+        log.info("read-out fitted in closed form on %d images: alpha %.3g, validation face error %.3f mm",
+                 len(features), readout.alpha, readout.val_face_mm)
+        self.train(training)
+
+    def on_fit_start(self) -> None:
+        if self.hparams.readout_init and self.trainer.ckpt_path is None:
+            datamodule = self.trainer.datamodule
+            self.fit_readout(datamodule.train_dataloader(), datamodule.val_dataloader())
 
     # --- steps ---------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -6,8 +6,8 @@
   because its predictions live in the same span.
 * A linear probe on the pixels: ridge regression from the aligned chip, grey and area-averaged to
   ``size x size``, standardised per pixel, to the best-fit code ``z*``:
-  ``W = argmin |X W - Z|^2 + alpha |W|^2``, alpha chosen on the validation images by the face-region
-  per-vertex error. What a network adds is its error below the probe's.
+  ``W = argmin |X W - Z|^2 + alpha |W|^2`` (:mod:`faceregen.encoders.readout`), alpha chosen on the
+  validation images by the face-region per-vertex error. What a network adds is its error below the probe's.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from faceregen.encoders.readout import fit_ridge_readout
 from faceregen.face_model.decoder import evaluation_vertices
 from faceregen.face_model.linear import LinearFaceModel
 
-#: Ridge strengths tried, relative to the mean eigenvalue of X^T X.
-RELATIVE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
-
-
-def best_fit_codes(model: LinearFaceModel, vertices_mm: np.ndarray) -> np.ndarray:
-    """``z*`` (N, K) of the module docstring for heads (N, V, 3), over the evaluated vertices."""
+def best_fit_codes(model: LinearFaceModel, vertices_mm: np.ndarray, n_components: int | None = None) -> np.ndarray:
+    """``z*`` (N, K) of the module docstring for heads (N, V, 3), over the evaluated vertices, in the first
+    ``n_components`` components (None: all)."""
     keep = evaluation_vertices(model)
-    basis = model.basis_mm[keep].reshape(-1, model.n_components).astype(np.float64)
+    k = model.n_components if n_components is None else n_components
+    basis = model.basis_mm[keep][:, :, :k].reshape(-1, k).astype(np.float64)
     targets = (np.asarray(vertices_mm, dtype=np.float64)[:, keep] - model.mean_mm[keep]).reshape(len(vertices_mm), -1)
     return np.linalg.lstsq(basis, targets.T, rcond=None)[0].T
 
@@ -67,25 +66,13 @@ def fit_linear_probe(
     val_features: np.ndarray,
     val_vertices_mm: np.ndarray,
 ) -> LinearProbe:
-    """The probe with the ridge strength (:data:`RELATIVE_ALPHAS`) of least face-region per-vertex error on
-    the validation images."""
+    """The probe on standardised features with the ridge strength of least face-region per-vertex error on
+    the validation images (:func:`~faceregen.encoders.readout.fit_ridge_readout`, no prior)."""
     x = np.asarray(train_features, np.float64)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-    x = (x - mean) / std
-    z = np.asarray(train_codes, np.float64)
-    bias = z.mean(axis=0)
-    eigenvalues, eigenvectors = np.linalg.eigh(x.T @ x)
-    projected = eigenvectors.T @ (x.T @ (z - bias))
-    val_x = (np.asarray(val_features, np.float64) - mean) / std
     face = model.region_mask("face")
-    basis = model.basis_mm[face].astype(np.float64)
-    val_face = np.asarray(val_vertices_mm, np.float64)[:, face]
-    best = None
-    for relative in RELATIVE_ALPHAS:
-        alpha = relative * eigenvalues.mean()
-        weights = eigenvectors @ (projected / (eigenvalues + alpha)[:, None])
-        codes = val_x @ weights + bias
-        error = np.linalg.norm(np.einsum("vck,nk->nvc", basis, codes) + model.mean_mm[face] - val_face, axis=-1).mean()
-        if best is None or error < best[0]:
-            best = (error, LinearProbe(mean, std, weights, bias, float(alpha)))
-    return best[1]
+    readout = fit_ridge_readout(
+        (x - mean) / std, train_codes, (np.asarray(val_features, np.float64) - mean) / std,
+        np.asarray(val_vertices_mm)[:, face], model.basis_mm[face], model.mean_mm[face],
+    )
+    return LinearProbe(mean, std, readout.weights, readout.bias, readout.alpha)
