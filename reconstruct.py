@@ -65,7 +65,7 @@ def unique_name(path: Path, used: set[str]) -> str:
 
 
 def reconstruct(cfg: DictConfig) -> list[dict]:
-    """Process every image of ``cfg.image``; returns one record per image (``status`` ok / failed)."""
+    """Process every image of ``cfg.image``; returns one record per file (``status`` ok / failed / skipped)."""
     output_dir = Path(cfg.paths.output_dir)
     model, face_model = load_run_model(
         cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True), cfg.device, cfg.trusted_targets
@@ -75,23 +75,27 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
         raise ValueError(f"wound_mask={cfg.wound_mask} needs imperfect_mesh (the wounded face) too")
     given_mask = read_wound_mask(cfg.wound_mask, len(imperfect.vertices_mm)) if cfg.wound_mask else None
     restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model) if imperfect else None
-    reconstructor = Reconstructor(
-        model, cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.detector, cfg.upsample, cfg.min_detection_score
-    )
+    reconstructor = Reconstructor(model, OmegaConf.to_container(cfg.detector, resolve=True), cfg.max_image_pixels,
+                                  cfg.use_stored_landmarks, cfg.quality)
     inputs = [cfg.image] if isinstance(cfg.image, str) else list(cfg.image)
     records, used = [], set()
     for entry in inputs:
         try:
-            paths = image_files(entry)
+            paths, skipped = image_files(entry)
         except (OSError, ValueError) as err:
             log.error("FAILED %s", err)
             records.append({"image": str(entry), "status": "failed", "error": str(err)})
             continue
+        for path, reason in skipped:
+            log.warning("SKIPPED %s: %s", path, reason)
+            records.append({"image": str(path), "status": "skipped", "reason": reason})
         for path in tqdm(paths, desc="reconstruct", unit="image", disable=len(paths) < 2):
             record = {"image": str(path), "status": "failed"}
             try:
                 result = reconstructor(path)
                 log.info("%s: %s", path, result.face.describe())
+                for problem in result.quality.problems:
+                    log.warning("%s: %s", path, problem)
                 final = output_dir / unique_name(path, used)
                 with atomic_folder(final) as folder:
                     files = write_reconstruction(folder, result, face_model.faces)
@@ -103,7 +107,7 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
                         if restoration.filling is None:
                             raise ValueError(f"{cfg.imperfect_mesh}: no filling: {restoration.filling_error}")
                 files = {k: str(final / Path(v).relative_to(folder)) for k, v in files.items()}
-                record.update(status="ok", face=result.face.to_dict(), files=files)
+                record.update(status="ok", face=result.face.to_dict(), quality=result.quality.to_dict(), files=files)
             except (OSError, ValueError) as err:
                 record["error"] = str(err) if str(path) in str(err) else f"{path}: {err}"
                 log.error("FAILED %s", record["error"])
@@ -112,10 +116,15 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
 
 
 def report(records: list[dict], output_dir: Path) -> None:
-    """Log how many images were restored, write ``results.json``; SystemExit (status 1) naming what failed,
-    a ``results.json`` that could not be written included."""
-    failed = [r for r in records if r["status"] != "ok"]
-    log.info("%d of %d images restored into %s", len(records) - len(failed), len(records), output_dir)
+    """Log how many images were restored (with quality warnings) and files skipped, write ``results.json``;
+    SystemExit (status 1) naming what failed, a ``results.json`` that could not be written included."""
+    skipped = [r for r in records if r["status"] == "skipped"]
+    images = [r for r in records if r["status"] != "skipped"]
+    failed = [r for r in images if r["status"] == "failed"]
+    warned = [r for r in images if r["status"] == "ok" and r["quality"]["problems"]]
+    log.info("%d of %d images restored into %s%s%s", len(images) - len(failed), len(images), output_dir,
+             f", {len(warned)} with face-quality warnings" if warned else "",
+             f"; {len(skipped)} file(s) skipped: " + ", ".join(Path(r["image"]).name for r in skipped) if skipped else "")
     problems = [r["error"] for r in failed]
     results = output_dir / "results.json"
     try:
@@ -124,7 +133,7 @@ def report(records: list[dict], output_dir: Path) -> None:
         log.error("FAILED %s: not written (%s)", results, err)
         problems.append(f"{results}: not written ({err})")
     if problems:
-        raise SystemExit(f"reconstruct: {len(failed)} of {len(records)} images failed: " + "; ".join(problems))
+        raise SystemExit(f"reconstruct: {len(failed)} of {len(images)} images failed: " + "; ".join(problems))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="reconstruct")

@@ -6,7 +6,8 @@ Layout (see the project's data contract): under ``root``,
 ``imperfect/<group>/<sample>.obj``, ``wound/<group>/<sample>.npz`` (``mask`` (V,) bool, ...) and
 ``manifest.json`` (synthetic data). Without a manifest (a real Cir3D-FaIR folder: ``data2D/`` and
 ``label/`` only) the folders are scanned, the identity is read from the sample name by a regex and faces
-are found with dlib unless the sample folder has a ``landmarks.npz``.
+are found by ``reconstruct.py``'s default detector unless the sample folder has a ``landmarks.npz``
+(:mod:`faceregen.photo`: the same photo gives the same chip here and in ``reconstruct.py``).
 
 Everything is decoded and aligned ONCE into a cache, ``<cache_dir>/<key>/``:
 ``images.npy`` uint8 (N, 3, S, S), ``vertices_mm.npy`` float32 (M, V, 3), ``wound_mask.npy`` bool (M, V),
@@ -32,21 +33,20 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datamodules.splits import SPLIT_NAMES, load_or_create_split, ssl_identities
-from faceregen.alignment import align_face, get_template, read_five_points
-from faceregen.image_io import rgb_array
+from faceregen.alignment import get_template, read_five_points
 from faceregen.io import atomic_path, atomic_write_text, remove_temporaries
 from faceregen.locking import build_lock
 from faceregen.mesh_io import read_mesh
+from faceregen.photo import aligned_chip
 
 log = logging.getLogger(__name__)
 
 #: bump when the cache's content or format changes: old caches are then rebuilt
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MANIFEST_FORMAT = "faceregen-cir3dfair"
 DEFAULT_IDENTITY_PATTERN = r"^(?P<identity>CTM\d+)"
 
@@ -149,18 +149,6 @@ def find_samples(root: str | Path, identity_pattern: str = DEFAULT_IDENTITY_PATT
     return samples
 
 
-# --- reading one file -------------------------------------------------------------------------
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from an image file; FileNotFoundError / ValueError naming the file."""
-    try:
-        with Image.open(path) as image:
-            return rgb_array(image)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: image not found") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable image ({err})") from err
-
-
 # --- preprocessing workers (module level: picklable) --------------------------------------------
 def _load_sample(job: tuple[SampleFiles, int]) -> tuple[str, object]:
     """Worker: (vertices_mm (V, 3), wound_mask (V,), has_wound_mask, five points (L, 5, 2) or None)."""
@@ -192,30 +180,11 @@ def _load_sample(job: tuple[SampleFiles, int]) -> tuple[str, object]:
         return "error", err
 
 
-_DETECTOR = None
-
-
-def _detected_points(image: np.ndarray, path: Path) -> np.ndarray:
-    """Five points of the largest central face dlib finds (one detector per worker process)."""
-    from faceregen.face_detection import FaceDetector, largest_central
-
-    global _DETECTOR
-    if _DETECTOR is None:
-        _DETECTOR = FaceDetector()
-    try:
-        return largest_central(_DETECTOR.detect(image), image.shape).points_px
-    except ValueError:
-        raise ValueError(f"{path}: no face detected (provide a landmarks.npz in its sample folder)") from None
-
-
 def _align_image(job: tuple[Path, np.ndarray | None, str]) -> tuple[str, object]:
-    """Worker: decode one image and align it: uint8 (3, S, S)."""
+    """Worker: one image's chip, as reconstruct.py makes it (:func:`faceregen.photo.aligned_chip`): uint8 (3, S, S)."""
     path, points, alignment = job
     try:
-        image = read_image(path)
-        if points is None:
-            points = _detected_points(image, path)
-        return "ok", align_face(image, points, get_template(alignment)).transpose(2, 0, 1)
+        return "ok", aligned_chip(path, alignment, points).transpose(2, 0, 1)
     except (OSError, ValueError) as err:
         return "error", err
 
