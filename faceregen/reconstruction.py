@@ -23,14 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import trimesh
 from PIL import Image
 
 from faceregen.face_model.linear import LinearFaceModel
 from faceregen.face_quality import FaceQuality
 from faceregen.image_io import DEFAULT_MAX_PIXELS
-from faceregen.io import atomic_path, atomic_write_text
+from faceregen.io import atomic_path, atomic_write_bytes, atomic_write_text
 from faceregen.mesh_io import write_mesh
 from faceregen.photo import FaceLocation, PhotoAligner
+from faceregen.postprocess.filling import MM_TO_M
 
 #: light direction of the rendered prediction in ``summary.png`` (front-left, as the dataset's first light)
 SUMMARY_LIGHT_DIR = (-0.6, 0.25, 0.76)
@@ -106,11 +108,14 @@ def read_wound_mask(path: str | os.PathLike, n_vertices: int) -> np.ndarray:
 
 # --- writing one result -------------------------------------------------------------------------------
 def write_reconstruction(folder: str | os.PathLike, result: Reconstruction, faces: np.ndarray) -> dict[str, Path]:
-    """``mesh.obj``, ``mesh.ply`` (mm), ``code.npy`` (z), ``aligned.png`` and ``face.json`` (the face used:
-    source, box, score, number of faces, points, quality) under ``folder``, each atomically."""
+    """``mesh.obj``, ``mesh.ply`` (mm), ``mesh.glb`` (metres, glTF's unit: for 3D viewers), ``code.npy`` (z),
+    ``aligned.png`` and ``face.json`` (the face used: source, box, score, number of faces, points, quality)
+    under ``folder``, each atomically."""
     folder = Path(folder)
+    in_metres = trimesh.Trimesh(result.vertices_mm * MM_TO_M, faces, process=False)
     paths = {"obj": write_mesh(folder / "mesh.obj", result.vertices_mm, faces),
-             "ply": write_mesh(folder / "mesh.ply", result.vertices_mm, faces)}
+             "ply": write_mesh(folder / "mesh.ply", result.vertices_mm, faces),
+             "glb": atomic_write_bytes(folder / "mesh.glb", in_metres.export(file_type="glb"))}
     with atomic_path(folder / "code.npy") as tmp:
         np.save(tmp, result.code)
     with atomic_path(folder / "aligned.png") as tmp:

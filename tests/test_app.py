@@ -1,0 +1,117 @@
+"""app.py: the lab's local web app, driven through Gradio's own client (the browser test is slow)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import open_dict
+from PIL import Image
+
+from test_experiments import ROOT
+from test_reconstruct import TOY_TARGET, astronaut_png, dataset, run_ckpt  # noqa: F401 (fixtures)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def compose_app(overrides, output_dir: Path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="app", overrides=[*overrides, f"trusted_targets=[{TOY_TARGET}]"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def served(run_ckpt, tmp_path_factory):  # noqa: F811
+    """The app on a free port of 127.0.0.1: ``(url, output folder)``."""
+    from app import build_app, launch
+
+    out = tmp_path_factory.mktemp("app")
+    cfg = compose_app([f"ckpt={run_ckpt}", f"port={free_port()}", "summary=false"], out)
+    app = build_app(cfg)
+    _, url, _ = launch(app, cfg, block=False)
+    yield url, out
+    app.close()
+
+
+def client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def test_photo_and_scan_give_the_crop_the_face_the_filling_and_the_downloads(served, dataset, astronaut_png):  # noqa: F811
+    from gradio_client import handle_file
+
+    url, out = served
+    sample = "CTM00001_0"
+    scan = dataset / "imperfect" / "synthetic" / f"{sample}.obj"
+    aligned, face, filling, report, downloads, notes = client(url).predict(
+        handle_file(astronaut_png), handle_file(scan), api_name="/restore")
+    assert np.asarray(Image.open(aligned)).shape == (150, 150, 3)
+    assert Path(face).suffix == ".glb" and Path(filling).suffix == ".glb"
+    assert {"watertight", "volume_mm3", "min_thickness_mm"} <= set(report) and report["volume_mm3"] > 0
+    names = [Path(d).name for d in downloads]
+    assert names[:2] == ["filling.stl", "filling.json"] and "mesh.obj" in names and "face.json" in names
+    assert "largest central of 1 face(s) found by dlib's hog detector" in notes
+    folder = next(out.glob("001-astronaut"))
+    assert json.loads((folder / "face.json").read_text())["n_faces"] == 1
+    assert (folder / "restoration" / "filling.stl").is_file()
+
+
+def test_bad_uploads_get_the_command_lines_messages(served, tmp_path):
+    from gradio_client import handle_file
+
+    url, _ = served
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(blank)
+    bad_scan = tmp_path / "scan.ply"
+    bad_scan.write_text("ply\nnonsense")
+    app = client(url)
+    for photo, scan, message in ((text, None, "notes.png: not an image"), (blank, None, "blank.png: no face detected"),
+                                 (blank, bad_scan, "scan.ply")):
+        with pytest.raises(Exception, match=message):
+            app.predict(handle_file(photo), handle_file(scan) if scan else None, api_name="/restore")
+
+
+@pytest.mark.slow
+def test_a_browser_restores_a_face_offline(served, dataset, astronaut_png, tmp_path):  # noqa: F811
+    """Debian's chromium, headless: the page loads, a photo and a scan are chosen as a user would, Restore is
+    clicked, the results appear; every request the page made went to the app (nothing from a CDN), and
+    ``app.png`` is the screenshot to look at."""
+    from headless_browser import HeadlessBrowser
+
+    url, _ = served
+    browser = HeadlessBrowser()
+    try:
+        browser.open(url)
+        browser.wait_for("document.querySelectorAll('input[type=file]').length >= 2", 60)
+        browser.set_files(1, dataset / "imperfect" / "synthetic" / "CTM00001_0.obj")  # a chosen file hides its input
+        browser.wait_for("document.body.innerText.includes('CTM00001_0.obj')", 60)
+        browser.set_files(0, astronaut_png)
+        browser.wait_for("document.body.innerText.includes('astronaut')", 60)
+        browser.click_button("Restore")
+        browser.wait_for("document.body.innerText.includes('watertight')", 180)  # the printability report
+        browser.wait_for("document.querySelectorAll('canvas').length >= 2", 60)
+        time.sleep(10)  # the 3D views draw (software WebGL)
+    finally:
+        screenshot = browser.screenshot(tmp_path / "app.png")
+        browser.close()
+    print(f"screenshot: {screenshot}")
+    image = np.asarray(Image.open(screenshot).convert("RGB"))
+    assert image.shape[1] > 1200 and image.std() > 10  # the page, less its scroll bar
+    elsewhere = [u for u in browser.requests if not u.startswith((url.rstrip("/"), "data:", "blob:", "about:"))]
+    assert browser.requests and not elsewhere, elsewhere
