@@ -364,7 +364,7 @@ def test_bad_input_is_reported_by_file_name(bad_root, face_model):
     with pytest.raises(FileNotFoundError, match=rf"{samples[0].images[0]}: image not found"):
         make_datamodule(root, face_model).setup()
     shutil.copy(samples[0].images[1], samples[0].images[0])
-    with pytest.raises(ValueError, match=rf"{samples[1].images[1]}: not a readable image"):
+    with pytest.raises(ValueError, match=rf"{samples[1].images[1]}: not an image"):
         make_datamodule(root, face_model).setup()
 
 
