@@ -84,19 +84,13 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
     return app
 
 
-def launch(app: gr.Blocks, cfg: DictConfig, block: bool = True):
-    """Serve ``app`` on ``cfg.host:cfg.port``, files only from the output folder; returns when ``block`` is False."""
-    return app.launch(server_name=cfg.host, server_port=cfg.port, share=False, ssr_mode=False, mcp_server=False,
-                      pwa=False, enable_monitoring=False, allowed_paths=[cfg.paths.output_dir],
-                      prevent_thread_lock=not block, quiet=not block)
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="app")
 def main(cfg: DictConfig) -> None:
     if cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
     log.info("the app: http://%s:%d (Ctrl+C stops it); files in %s", cfg.host, cfg.port, cfg.paths.output_dir)
-    launch(build_app(cfg), cfg)
+    build_app(cfg).launch(server_name=cfg.host, server_port=cfg.port, share=False, ssr_mode=False, mcp_server=False,
+                          pwa=False, enable_monitoring=False, allowed_paths=[cfg.paths.output_dir])
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import open_dict
 from PIL import Image
 
 from test_experiments import ROOT
@@ -22,27 +24,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def compose_app(overrides, output_dir: Path):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="app", overrides=[*overrides, f"trusted_targets=[{TOY_TARGET}]"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def served(run_ckpt, tmp_path_factory):  # noqa: F811
-    """The app on a free port of 127.0.0.1: ``(url, output folder)``."""
-    from app import build_app, launch
+    """``python app.py`` (as `make app` starts it) on a free port of 127.0.0.1: ``(url, output folder)``.
+
+    A process of its own: the server's threads would otherwise stay in the test process, whose later forks
+    (the datamodule's preprocessing workers) then hang."""
+    import httpx
 
     out = tmp_path_factory.mktemp("app")
-    cfg = compose_app([f"ckpt={run_ckpt}", f"port={free_port()}", "summary=false"], out)
-    app = build_app(cfg)
-    _, url, _ = launch(app, cfg, block=False)
+    url = f"http://127.0.0.1:{free_port()}/"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), f"ckpt={run_ckpt}", f"port={url.rsplit(':', 1)[1].strip('/')}",
+         f"hydra.run.dir={out}", f"trusted_targets=[{TOY_TARGET}]", "summary=false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.fail(f"app.py did not start: {server.stderr.read()[-3000:]}")
+        time.sleep(1)
     yield url, out
-    app.close()
+    server.terminate()
+    server.wait(timeout=60)
 
 
 def client(url: str):
