@@ -18,20 +18,24 @@ RUN_FIGURES = ("error_heatmaps", "reconstructions")
 TABLES = ("table1", "comparisons")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def csv_table(path: Path):
-    """A ``wandb.Table`` of a CSV file's rows (numbers as floats, empty cells as None)."""
+    """A ``wandb.Table`` of a CSV file's rows: a column whose filled cells are all numbers holds floats, any other
+    strings (Table 1's ``seeds`` is ``"0,1"`` or ``"0"``: one type per column); empty cells are None."""
     import wandb
 
     with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-
-    def cell(text: str):
-        try:
-            return float(text)
-        except ValueError:
-            return text or None
-
-    return wandb.Table(columns=rows[0], data=[[cell(c) for c in row] for row in rows[1:]])
+        header, *rows = list(csv.reader(f))
+    numeric = [all(_is_number(row[i]) for row in rows if row[i]) for i in range(len(header))]
+    data = [[(float(c) if numeric[i] else c) if c else None for i, c in enumerate(row)] for row in rows]
+    return wandb.Table(columns=header, data=data)
 
 
 def results_payload(results_dir: str | Path, setting: str) -> dict:
