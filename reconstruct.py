@@ -137,7 +137,7 @@ def report(records: list[dict], output_dir: Path) -> None:
     skipped = [r for r in records if r["status"] == "skipped"]
     images = [r for r in records if r["status"] != "skipped"]
     failed = [r for r in images if r["status"] == "failed"]
-    warned = [r for r in images if r["status"] == "ok" and r["quality"]["problems"]]
+    warned = [r for r in images if r.get("quality", {}).get("problems")]
     log.info("%d of %d images restored into %s%s%s", len(images) - len(failed), len(images), output_dir,
              f", {len(warned)} with face-quality warnings" if warned else "",
              f"; {len(skipped)} file(s) skipped: " + ", ".join(Path(r["image"]).name for r in skipped) if skipped else "")

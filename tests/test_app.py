@@ -113,6 +113,10 @@ def test_a_browser_restores_a_face_offline(served, dataset, astronaut_png, tmp_p
         browser.wait_for("document.body.innerText.includes('CTM00001_0.obj')", 60)
         browser.set_files(0, astronaut_png)
         browser.wait_for("document.body.innerText.includes('astronaut')", 60)
+        deadline = time.monotonic() + 120  # both files on the server before the button is pressed
+        while sum("/upload" in u for u in browser.requests) < 2 and time.monotonic() < deadline:
+            browser.evaluate("0")
+            time.sleep(0.5)
         browser.click_button("Restore")
         browser.wait_for("document.body.innerText.includes('watertight')", 180)  # the printability report
         browser.wait_for("document.querySelectorAll('canvas').length >= 2", 60)
