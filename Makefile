@@ -4,7 +4,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup data train sweep eval test test-all bench clean reconstruct
+.PHONY: setup data train sweep eval test test-all bench clean reconstruct app
 
 setup: $(STAMP)
 
@@ -26,9 +26,16 @@ sweep: setup
 # make reconstruct [IMAGE=photo.png|folder] [CKPT=logs/<task>/runs/<time>/checkpoints/last.ckpt] (default: the newest run)
 IMAGE ?= examples/astronaut.png
 CKPT  ?= $(shell ls -t logs/*/runs/*/checkpoints/last.ckpt logs/multiruns/*/*/checkpoints/last.ckpt 2>/dev/null | head -1)
+NEED_CKPT = @test -n "$(CKPT)" || { echo "no checkpoint: run 'make train' or pass CKPT=<run>/checkpoints/last.ckpt"; exit 1; }
 reconstruct: setup
-	@test -n "$(CKPT)" || { echo "no checkpoint: run 'make train' or pass CKPT=<run>/checkpoints/last.ckpt"; exit 1; }
+	$(NEED_CKPT)
 	$(PY) reconstruct.py image=$(IMAGE) ckpt=$(CKPT)
+
+# make app [CKPT=...] [PORT=7860]: the local web app (http://127.0.0.1:$(PORT)) on a trained run (default: the newest)
+PORT ?= 7860
+app: setup
+	$(NEED_CKPT)
+	$(PY) app.py ckpt=$(CKPT) port=$(PORT)
 
 eval: setup
 	$(PY) evaluate.py

@@ -3,7 +3,8 @@
 Writes ``results_dir/``: ``table1.md``/``table1.csv`` (test errors per setting over seeds beside the
 baselines and the paper's, then paired comparisons with bootstrap intervals: ``comparisons.csv``),
 ``baselines.csv`` (the baselines' per-image metrics), ``loss_curves.png``, ``swav_loss.png``, ``error_heatmaps.png``, ``reconstructions.png`` and, with
-``export.fillings=true``, ``fillings/<sample>.*`` and ``fillings.csv``. With ``ckpt=...`` only that
+``export.fillings=true``, ``fillings/<sample>.*`` and ``fillings.csv``; the tables and figures also go into an
+offline wandb run (``wandb.enabled``, :mod:`faceregen.evaluation.wandb_results`). With ``ckpt=...`` only that
 checkpoint is evaluated (``checkpoint_test.json`` + its figures and fillings), e.g. on another folder:
 ``python evaluate.py ckpt=<run>/checkpoints/last.ckpt data.root=/path/to/Cir3D-FaIR``.
 """
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from faceregen.data_layout import find_samples, has_manifest
-from faceregen.evaluation import figures, runs, table
+from faceregen.evaluation import figures, runs, table, wandb_results
 from faceregen.evaluation.baselines import baseline_sample_metrics
 from faceregen.io import atomic_write_text
 from faceregen.plotting import save_figure
@@ -188,9 +189,19 @@ def evaluate(cfg: DictConfig) -> None:
     write_checkpoint_results(cfg, best.best_checkpoint, results_dir, test_metrics=False)
 
 
+def log_to_wandb(cfg: DictConfig) -> None:
+    """The results' tables and figures as a wandb run (``cfg.wandb``), when enabled."""
+    if cfg.wandb.enabled:
+        setting = "checkpoint" if cfg.ckpt else cfg.run  # whose sample figures these are
+        folder = wandb_results.log_results(cfg.results_dir, setting, cfg.wandb.save_dir, cfg.wandb.project,
+                                           cfg.wandb.mode)
+        log.info("wandb (%s): %s; upload with: wandb sync %s", cfg.wandb.mode, folder, folder)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
+    log_to_wandb(cfg)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch  # before any VTK render: importing torch's triton after one segfaults
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +29,7 @@ from faceregen.image_io import image_files
 from faceregen.data_layout import read_wound
 from faceregen.io import atomic_folder, atomic_write_text
 from faceregen.reconstruction import Reconstructor, write_reconstruction, write_summary
-from faceregen.restoration import read_scan
+from faceregen.restoration import Scan, read_scan
 from faceregen.restoration.outputs import write_restoration
 from training.trained_run import load_trained_run
 
@@ -65,58 +66,82 @@ def unique_name(path: Path, used: set[str]) -> str:
     return name
 
 
+class PhotoRestorer:
+    """A trained run's model with ``cfg``'s photo settings and restorer: one image into one folder
+    (``reconstruct.py``'s loop and ``app.py``'s button)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.model, self.face_model = load_run_model(
+            cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True), cfg.device, cfg.trusted_targets
+        )
+        self.reconstructor = Reconstructor(self.model, OmegaConf.to_container(cfg.detector, resolve=True),
+                                           cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.quality)
+        self.restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=self.face_model)
+        self.summary = cfg.summary
+
+    def __call__(self, path: Path, final: Path, scan: Scan | None = None, wound_mask: np.ndarray | None = None) -> dict:
+        """``path``'s record (``status`` ok with face, quality and files, or failed with the error naming the
+        file); its files in folder ``final``, filled under a temporary name and renamed when complete. With the
+        wounded ``scan``, the face restored on it and the filling too (a scan without a filling fails)."""
+        record = {"image": str(path), "status": "failed"}
+        try:
+            result = self.reconstructor(path)
+            log.info("%s: %s", path, result.face.describe())
+            for problem in result.quality.problems:
+                log.warning("%s: %s", path, problem)
+            with atomic_folder(final) as folder:
+                files = write_reconstruction(folder, result, self.face_model.faces)
+                if self.summary:
+                    files["summary"] = write_summary(folder / "summary.png", result, self.face_model)
+                if scan is not None:
+                    restoration = self.restorer(scan, result.code, wound_mask)
+                    files.update(write_restoration(folder / "restoration", restoration, self.summary))
+                    if restoration.filling is None:
+                        raise ValueError(f"{scan.name}: no filling: {restoration.filling_error}")
+            files = {k: str(final / Path(v).relative_to(folder)) for k, v in files.items()}
+            record.update(status="ok", reason=result.face.describe(), face=result.face.to_dict(),
+                          quality=result.quality.to_dict(), files=files)
+        except (OSError, ValueError) as err:
+            record["error"] = str(err) if str(path) in str(err) else f"{path}: {err}"
+            log.error("FAILED %s", record["error"])
+        return record
+
+
 def reconstruct(cfg: DictConfig) -> list[dict]:
-    """Process every image of ``cfg.image``; returns one record per image (``status`` ok / failed)."""
+    """Process every image of ``cfg.image``; returns one record per file (``status`` ok / failed / skipped)."""
     output_dir = Path(cfg.paths.output_dir)
-    model, face_model = load_run_model(
-        cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True), cfg.device, cfg.trusted_targets
-    )
-    imperfect = read_scan(cfg.imperfect_mesh, cfg.imperfect_mesh_units) if cfg.imperfect_mesh else None
-    if cfg.wound_mask and imperfect is None:
+    restorer = PhotoRestorer(cfg)
+    scan = read_scan(cfg.imperfect_mesh, cfg.imperfect_mesh_units) if cfg.imperfect_mesh else None
+    if cfg.wound_mask and scan is None:
         raise ValueError(f"wound_mask={cfg.wound_mask} needs imperfect_mesh (the wounded face) too")
-    given_mask = read_wound(cfg.wound_mask, len(imperfect.vertices_mm)).mask if cfg.wound_mask else None
-    restorer = hydra.utils.instantiate(cfg.restorer, _partial_=True)(face_model=face_model) if imperfect else None
-    reconstructor = Reconstructor(
-        model, cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.detector, cfg.upsample, cfg.min_detection_score
-    )
+    wound_mask = read_wound(cfg.wound_mask, len(scan.vertices_mm)).mask if cfg.wound_mask else None
     inputs = [cfg.image] if isinstance(cfg.image, str) else list(cfg.image)
     records, used = [], set()
     for entry in inputs:
         try:
-            paths = image_files(entry)
+            paths, skipped = image_files(entry)
         except (OSError, ValueError) as err:
             log.error("FAILED %s", err)
             records.append({"image": str(entry), "status": "failed", "error": str(err)})
             continue
+        for path, reason in skipped:
+            log.warning("SKIPPED %s: %s", path, reason)
+            records.append({"image": str(path), "status": "skipped", "reason": reason})
         for path in tqdm(paths, desc="reconstruct", unit="image", disable=len(paths) < 2):
-            record = {"image": str(path), "status": "failed"}
-            try:
-                result = reconstructor(path)
-                log.info("%s: %s", path, result.face.describe())
-                final = output_dir / unique_name(path, used)
-                with atomic_folder(final) as folder:
-                    files = write_reconstruction(folder, result, face_model.faces)
-                    if cfg.summary:
-                        files["summary"] = write_summary(folder / "summary.png", result, face_model)
-                    if imperfect is not None:
-                        restoration = restorer(imperfect, result.code, given_mask)
-                        files.update(write_restoration(folder / "restoration", restoration, cfg.summary))
-                        if restoration.filling is None:
-                            raise ValueError(f"{cfg.imperfect_mesh}: no filling: {restoration.filling_error}")
-                files = {k: str(final / Path(v).relative_to(folder)) for k, v in files.items()}
-                record.update(status="ok", face=result.face.to_dict(), files=files)
-            except (OSError, ValueError) as err:
-                record["error"] = str(err) if str(path) in str(err) else f"{path}: {err}"
-                log.error("FAILED %s", record["error"])
-            records.append(record)
+            records.append(restorer(path, output_dir / unique_name(path, used), scan, wound_mask))
     return records
 
 
 def report(records: list[dict], output_dir: Path) -> None:
-    """Log how many images were restored, write ``results.json``; SystemExit (status 1) naming what failed,
-    a ``results.json`` that could not be written included."""
-    failed = [r for r in records if r["status"] != "ok"]
-    log.info("%d of %d images restored into %s", len(records) - len(failed), len(records), output_dir)
+    """Log how many images were restored (with quality warnings) and files skipped, write ``results.json``;
+    SystemExit (status 1) naming what failed, a ``results.json`` that could not be written included."""
+    skipped = [r for r in records if r["status"] == "skipped"]
+    images = [r for r in records if r["status"] != "skipped"]
+    failed = [r for r in images if r["status"] == "failed"]
+    warned = [r for r in images if r.get("quality", {}).get("problems")]
+    log.info("%d of %d images restored into %s%s%s", len(images) - len(failed), len(images), output_dir,
+             f", {len(warned)} with face-quality warnings" if warned else "",
+             f"; {len(skipped)} file(s) skipped: " + ", ".join(Path(r["image"]).name for r in skipped) if skipped else "")
     problems = [r["error"] for r in failed]
     results = output_dir / "results.json"
     try:
@@ -125,7 +150,7 @@ def report(records: list[dict], output_dir: Path) -> None:
         log.error("FAILED %s: not written (%s)", results, err)
         problems.append(f"{results}: not written ({err})")
     if problems:
-        raise SystemExit(f"reconstruct: {len(failed)} of {len(records)} images failed: " + "; ".join(problems))
+        raise SystemExit(f"reconstruct: {len(failed)} of {len(images)} images failed: " + "; ".join(problems))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="reconstruct")

@@ -33,8 +33,8 @@ def restore(cfg: DictConfig) -> dict:
     if cfg.ckpt is not None:
         model, face_model = load_run_model(cfg.ckpt, OmegaConf.to_container(cfg.paths, resolve=True), cfg.device,
                                            cfg.get("trusted_targets", ()))
-        reconstructor = Reconstructor(model, cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.detector,
-                                      cfg.upsample, cfg.min_detection_score)
+        reconstructor = Reconstructor(model, OmegaConf.to_container(cfg.detector, resolve=True),
+                                      cfg.max_image_pixels, cfg.use_stored_landmarks, cfg.quality)
         prior_code = reconstructor(cfg.image).code
     else:
         face_model = hydra.utils.instantiate(cfg.face_model)

@@ -62,7 +62,7 @@ def main() -> None:
         model, face_model = load_run_model(args.ckpt)
     else:
         model, face_model = untrained_model()
-    reconstructor = Reconstructor(model.cpu(), DEFAULT_MAX_PIXELS, use_stored_landmarks=False)
+    reconstructor = Reconstructor(model.cpu(), max_pixels=DEFAULT_MAX_PIXELS, use_stored_landmarks=False)
     reconstructor(args.image)  # warm-up: loads dlib's detector and predictor
     print(f"model loading + warm-up: {time.perf_counter() - start:.2f} s; face model {face_model.name} "
           f"({face_model.n_vertices} vertices), encoder input {reconstructor.template.size} px, "

@@ -30,7 +30,7 @@ from faceregen.locking import build_lock
 log = logging.getLogger(__name__)
 
 #: bump when the cache's content or format changes: old caches are then rebuilt
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _file_signature(path: Path | None, root: Path) -> list:

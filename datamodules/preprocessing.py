@@ -2,8 +2,8 @@
 stored five points, and each image decoded and aligned onto the encoder's template.
 
 Workers return ``("ok", value)`` or ``("error", exception)`` so one bad file does not stop the pool; the
-functions are module-level (picklable). Images without stored points go through dlib's face detector, one
-per worker process.
+functions are module-level (picklable). Images without stored points go through reconstruct.py's default
+detector (:mod:`faceregen.photo`: the same photo gives the same chip here and in ``reconstruct.py``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-from faceregen.alignment import align_face, get_template
 from faceregen.data_layout import SampleFiles, read_wound, render_five_points
-from faceregen.image_io import rgb_array
 from faceregen.mesh_io import read_mesh
+from faceregen.photo import aligned_chip
 
 
 def usable_cores() -> int:
@@ -28,17 +25,6 @@ def usable_cores() -> int:
 def worker_pool(processes: int):
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(processes)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from an image file; FileNotFoundError / ValueError naming the file."""
-    try:
-        with Image.open(path) as image:
-            return rgb_array(image)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: image not found") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable image ({err})") from err
 
 
 def load_sample(job: tuple[SampleFiles, int]) -> tuple[str, object]:
@@ -61,29 +47,10 @@ def load_sample(job: tuple[SampleFiles, int]) -> tuple[str, object]:
         return "error", err
 
 
-_DETECTOR = None
-
-
-def _detected_points(image: np.ndarray, path: Path) -> np.ndarray:
-    """Five points of the largest central face dlib finds (one detector per worker process)."""
-    from faceregen.face_detection import FaceDetector, largest_central
-
-    global _DETECTOR
-    if _DETECTOR is None:
-        _DETECTOR = FaceDetector()
-    try:
-        return largest_central(_DETECTOR.detect(image), image.shape).points_px
-    except ValueError:
-        raise ValueError(f"{path}: no face detected (provide a landmarks.npz in its sample folder)") from None
-
-
 def align_image(job: tuple[Path, np.ndarray | None, str]) -> tuple[str, object]:
-    """Worker: decode one image and align it: uint8 (3, S, S)."""
+    """Worker: one image's chip, as reconstruct.py makes it (:func:`faceregen.photo.aligned_chip`): uint8 (3, S, S)."""
     path, points, alignment = job
     try:
-        image = read_image(path)
-        if points is None:
-            points = _detected_points(image, path)
-        return "ok", align_face(image, points, get_template(alignment)).transpose(2, 0, 1)
+        return "ok", aligned_chip(path, alignment, points).transpose(2, 0, 1)
     except (OSError, ValueError) as err:
         return "error", err

@@ -5,13 +5,18 @@ at the top-left CORNER of the image, so the centre of pixel ``(row r, column c)`
 OpenCV/insightface and dlib put pixel centres at integer coordinates; their template points are
 shifted by +0.5 here so that one convention holds everywhere.
 
+``arcface_112`` is insightface's ArcFace crop, MICA's input: its template is ``face_align.arcface_dst`` and the
+crop is ``face_align.norm_crop``'s (what MICA itself calls); insightface is imported on first use (~2 s).
+
 Points are in :data:`faceregen.face_model.linear.FIVE_POINT_NAMES` order: right eye, left eye, nose tip,
 right mouth corner, left mouth corner (the subject's right eye is on the image's left).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,21 +27,18 @@ from faceregen.geometry import umeyama
 
 @dataclass(frozen=True)
 class AlignmentTemplate:
-    """Where the five points go in a square ``size x size`` crop: ``points_px`` (5, 2) float64."""
+    """Where the five points go in a square ``size x size`` crop: ``points_px`` (5, 2) float64; ``arcface``:
+    insightface's ArcFace crop, warped by ``face_align.norm_crop``."""
 
     size: int
     points_px: np.ndarray
+    arcface: bool = False
 
     def __post_init__(self) -> None:
         if self.size <= 0 or np.shape(self.points_px) != (5, 2):
             raise ValueError(f"alignment template: size {self.size} must be > 0 and points (5, 2), got "
                              f"{np.shape(self.points_px)}")
 
-
-#: insightface's ``arcface_dst`` (``face_align.norm_crop``, 112x112), OpenCV convention, +0.5.
-_ARCFACE_112_OPENCV = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
-)
 
 #: dlib's mean face shape, points 17-67 of the iBUG 68-point layout, in [0, 1] units
 #: (``mean_face_shape_x/y`` of ``get_face_chip_details`` in davisking/dlib,
@@ -95,19 +97,32 @@ def dlib_chip_template(size: int = 150, padding: float = 0.25) -> AlignmentTempl
     return AlignmentTemplate(size=size, points_px=chip + 0.5)
 
 
-#: name -> template; ``arcface_112`` is insightface's ArcFace crop (MICA's input), ``dlib_150`` dlib's.
-ALIGNMENT_TEMPLATES: dict[str, AlignmentTemplate] = {
-    "arcface_112": AlignmentTemplate(size=112, points_px=_ARCFACE_112_OPENCV + 0.5),
-    "dlib_150": dlib_chip_template(size=150, padding=0.25),
+def _face_align():
+    """insightface's ``utils.face_align`` (imported on first use: insightface loads onnxruntime and OpenCV)."""
+    from insightface.utils import face_align
+
+    return face_align
+
+
+def arcface_template() -> AlignmentTemplate:
+    """insightface's ArcFace crop (``face_align.arcface_dst``, 112x112; pixel centres +0.5)."""
+    return AlignmentTemplate(size=112, points_px=_face_align().arcface_dst.astype(np.float64) + 0.5, arcface=True)
+
+
+#: name -> how to make the template; ``arcface_112`` is insightface's ArcFace crop (MICA's input), ``dlib_150``
+#: dlib's.
+ALIGNMENT_TEMPLATES = {
+    "arcface_112": arcface_template,
+    "dlib_150": functools.partial(dlib_chip_template, size=150, padding=0.25),
 }
 
 
+@functools.cache
 def get_template(name: str) -> AlignmentTemplate:
     """The template called ``name`` (a key of :data:`ALIGNMENT_TEMPLATES`)."""
-    try:
-        return ALIGNMENT_TEMPLATES[name]
-    except KeyError:
-        raise ValueError(f"unknown alignment {name!r}; expected one of {sorted(ALIGNMENT_TEMPLATES)}") from None
+    if name not in ALIGNMENT_TEMPLATES:
+        raise ValueError(f"unknown alignment {name!r}; expected one of {sorted(ALIGNMENT_TEMPLATES)}")
+    return ALIGNMENT_TEMPLATES[name]()
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -139,10 +154,11 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 def align_face(image: np.ndarray, points_px: np.ndarray, template: AlignmentTemplate) -> np.ndarray:
     """Warp ``image`` (H, W, 3) uint8 so that ``points_px`` (5, 2) land on the template: (S, S, 3) uint8.
 
-    The similarity image -> crop is :func:`similarity_transform`; PIL samples the crop bilinearly
-    (pixel centres at +0.5 on both sides, as here). When the crop shrinks the face by more than 2x the
-    image is first box-averaged by the integer factor ``f = floor(1 / scale)`` (a point ``x`` becomes
-    ``x / f``) so that bilinear sampling does not alias. Outside the image is black.
+    The similarity image -> crop is :func:`similarity_transform`. When the crop shrinks the face by more than
+    2x the image is first box-averaged by the integer factor ``f = floor(1 / scale)`` (a point ``x`` becomes
+    ``x / f``) so that bilinear sampling does not alias. The ArcFace crop is then insightface's
+    ``face_align.norm_crop`` (OpenCV's bilinear ``warpAffine``); any other, PIL's bilinear sampling (pixel
+    centres at +0.5 on both sides, as here). Outside the image is black.
     """
     rgb = _as_rgb(image)
     points = np.asarray(points_px, dtype=np.float64)
@@ -153,8 +169,12 @@ def align_face(image: np.ndarray, points_px: np.ndarray, template: AlignmentTemp
     scale = math.sqrt(abs(np.linalg.det(to_crop[:, :2])))
     factor = math.floor(1.0 / scale)
     if factor >= 2:
-        pil = pil.reduce(factor)
-        to_crop = similarity_transform(points / factor, template.points_px)
+        pil, points = pil.reduce(factor), points / factor
+        to_crop = similarity_transform(points, template.points_px)
+    if template.arcface:
+        with warnings.catch_warnings():  # scikit-image 0.26 deprecates the estimate() norm_crop calls
+            warnings.simplefilter("ignore", FutureWarning)
+            return _face_align().norm_crop(np.asarray(pil), points - 0.5, template.size)
     linear = np.linalg.inv(to_crop[:, :2])
     offset = -linear @ to_crop[:, 2]
     coefficients = (linear[0, 0], linear[0, 1], offset[0], linear[1, 0], linear[1, 1], offset[1])

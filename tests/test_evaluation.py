@@ -353,3 +353,42 @@ def test_evaluate_entry_point_writes_table_and_figures(log_dir, tmp_path):
     for name in ("loss_curves.png", "swav_loss.png"):
         assert_nontrivial_png(results / name)
     assert "sample figures skipped" in done.stderr + done.stdout  # no run with a checkpoint
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    from PIL import Image
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "table1.csv").write_text("setting,seeds,mean_distance_mm_mean\ntransfer,\"0,1\",1.25\nscratch,0,\n")
+    for name in ("loss_curves", "reconstructions"):
+        Image.new("RGB", (8, 8), "white").save(results / f"{name}.png")
+    return results
+
+
+def test_results_are_logged_as_a_table_and_figures_by_setting(results_dir, tmp_path):
+    import wandb
+
+    from faceregen.evaluation.wandb_results import log_results, results_payload
+
+    payload = results_payload(results_dir, "transfer")
+    assert sorted(payload) == ["all_settings/loss_curves", "table1", "transfer/reconstructions"]
+    assert isinstance(payload["table1"], wandb.Table) and isinstance(payload["transfer/reconstructions"], wandb.Image)
+    assert payload["table1"].columns == ["setting", "seeds", "mean_distance_mm_mean"]
+    assert payload["table1"].data == [["transfer", "0,1", 1.25], ["scratch", "0", None]]  # a type per column
+    assert log_results(tmp_path / "nothing", "transfer", tmp_path / "wandb_dir", "faceregen", "offline") is None
+
+
+@pytest.mark.slow
+def test_results_go_into_an_offline_wandb_run(results_dir, tmp_path):
+    """The offline run `wandb sync` uploads: Table 1's JSON and the figures under their setting."""
+    from faceregen.evaluation.wandb_results import log_results
+
+    folder = log_results(results_dir, "transfer", tmp_path / "wandb_dir", "faceregen", "offline")
+    assert folder.name.startswith("offline-run-") and list(folder.glob("run-*.wandb"))
+    media = folder / "files" / "media"
+    table = json.loads(next((media / "table").glob("table1_*.table.json")).read_text())
+    assert table["data"] == [["transfer", "0,1", 1.25], ["scratch", "0", None]]
+    images = sorted(p.parent.name + "/" + p.name.split("_")[0] for p in (media / "images").rglob("*.png"))
+    assert images == ["all_settings/loss", "transfer/reconstructions"]

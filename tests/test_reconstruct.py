@@ -116,7 +116,8 @@ def test_astronaut_face_found_aligned_and_mesh_written(astronaut_result, loaded)
     model, face_model = loaded
     assert [r["status"] for r in records] == ["ok"]
     face = json.loads((folder / "face.json").read_text())
-    assert face["source"] == "dlib" and face["n_faces"] == 1 and face["n_weak"] == 1
+    assert face["source"] == "dlib's hog detector (upsample=1)" and face["n_faces"] == 1 and face["n_weak"] == 1
+    assert face["quality"]["problems"] == [] and face["quality"]["eye_distance_px"] > 40
     assert np.allclose(face["box"], ASTRONAUT_FACE_BOX, atol=2.0) and face["score"] > 1.0
     left, top, right, bottom = face["box"]
     points = np.array(face["points_px"])
@@ -189,6 +190,39 @@ def test_bad_images_give_their_messages(tmp_path, loaded):
     reconstructor = Reconstructor(loaded[0], max_pixels=1_000_000)
     with pytest.raises(ValueError, match="good.png: no face detected"):
         reconstructor(good)
+
+
+def test_a_folder_reports_every_file_and_the_face_quality(run_ckpt, tmp_path, caplog):
+    """Any format Pillow reads is restored (.ppm), other files are skipped with the reason; a face too small
+    and blurred is restored with warnings (face.json, results.json, the log), and refused with quality=strict."""
+    import logging
+
+    from PIL import ImageFilter
+
+    from reconstruct import reconstruct, report
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = Image.open(ROOT / "examples" / "astronaut.png").convert("RGB")
+    photo.save(folder / "astronaut.ppm")
+    photo.resize((photo.width * 4 // 5,) * 2).filter(ImageFilter.GaussianBlur(1)).save(folder / "poor.jpg")
+    (folder / "notes.txt").write_text("the patient's photos")
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        records = reconstruct(compose_reconstruct([f"image={folder}", f"ckpt={run_ckpt}", "summary=false"], out))
+        report(records, out)
+    by_name = {Path(r["image"]).name: r for r in records}
+    assert [by_name[n]["status"] for n in ("astronaut.ppm", "notes.txt", "poor.jpg")] == ["ok", "skipped", "ok"]
+    assert by_name["notes.txt"]["reason"] == "not an image (Pillow cannot identify the format)"
+    assert by_name["astronaut.ppm"]["quality"]["problems"] == []
+    problems = json.loads((out / "poor" / "face.json").read_text())["quality"]["problems"]
+    assert [p.split(":")[0] for p in problems] == ["face too small", "face blurred"]
+    assert "2 of 2 images restored" in caplog.text and "1 with face-quality warnings" in caplog.text
+    assert "1 file(s) skipped: notes.txt" in caplog.text and "SKIPPED" in caplog.text
+    strict = reconstruct(compose_reconstruct([f"image={folder / 'poor.jpg'}", f"ckpt={run_ckpt}", "quality=strict"],
+                                             tmp_path / "strict"))
+    assert strict[0]["status"] == "failed"
+    assert strict[0]["error"].startswith(f"{folder / 'poor.jpg'}: face refused (quality=strict): face too small")
 
 
 def test_evaluate_rebuilds_the_run_with_the_test_split_of_another_folder(run_ckpt, dataset, loaded, tmp_path):
