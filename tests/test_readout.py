@@ -82,3 +82,17 @@ def test_module_read_out_fits_heads_linear_in_its_features(toy_model):
     assert before > 1.0
     assert after < 0.05
     assert int(module.identity_encoder.feature_standardizer.num_batches_tracked) == 1
+
+
+def test_fixed_features_keep_their_standardisation_in_training():
+    """Frozen tapped stages: train() leaves the standardisation in eval mode, so a training batch is
+    standardised as validation (and the closed-form read-out) sees it; trainable stages use batch statistics."""
+    fixed = build_identity_encoder("dlib_resnet", pretrained=None, freeze="mica", feature_stages=[1], feature_grid=2)
+    trained = build_identity_encoder("dlib_resnet", pretrained=None, freeze="none", feature_stages=[1], feature_grid=2)
+    assert fixed.features_fixed and not trained.features_fixed
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 3, 150, 150), dtype=np.uint8))
+    x = fixed.normalize_input(images)
+    with torch.no_grad():
+        evaluated = fixed.eval()(x)
+        assert torch.equal(fixed.train()(x), evaluated)
+    assert trained.train().feature_standardizer.training

@@ -108,9 +108,17 @@ class IdentityEncoder(nn.Module):
     def feature_dim(self) -> int:
         return self._feature_dim
 
+    @property
+    def features_fixed(self) -> bool:
+        """True when nothing that shapes the mid-level features trains (their stages are frozen)."""
+        shaping = self.backbone.stage_modules()[: self.feature_stages[-1] + 2] if self.feature_stages else []
+        return not any(p.requires_grad for m in shaping for p in m.parameters())
+
     def train(self, mode: bool = True) -> IdentityEncoder:
+        """Fixed features keep fixed statistics: their standardisation stays in eval mode (training then sees
+        the features exactly as validation and a closed-form read-out do)."""
         super().train(mode)
-        if self.feature_standardizer is not None and self.backbone.freeze == "all":
+        if self.feature_standardizer is not None and self.features_fixed:
             self.feature_standardizer.eval()
         return self
 
