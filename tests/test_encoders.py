@@ -168,7 +168,8 @@ def test_mid_level_features_pool_the_tapped_stages_and_standardise_them(dlib_sta
         stage_2 = encoder.backbone.stages[2](stage_1)
         raw = torch.cat([torch.nn.functional.adaptive_avg_pool2d(m, 4).flatten(1) for m in (stage_1, stage_2)], 1)
         assert torch.allclose(encoder.pooled_stages(x), raw, atol=1e-6)
-        features = encoder.train()(x)  # batch statistics: zero mean, unit variance per dimension
+        assert not encoder.train().feature_standardizer.training  # fixed features keep fixed statistics
+        features = encoder.feature_standardizer.train()(encoder.pooled_stages(x))  # batch statistics: zero mean, unit variance
     assert features.shape == (6, 3072)
     assert features.mean(0).abs().max() < 1e-4
     assert torch.allclose(features.var(0, unbiased=False)[raw.var(0, unbiased=False) > 1e-2], torch.ones(1), atol=1e-2)
@@ -188,7 +189,7 @@ def test_encoder_state_carries_the_standardisation(dlib_state):
     encoder = build_identity_encoder("dlib_resnet", pretrained=None, freeze="mica", feature_stages=[1, 2])
     x = encoder.normalize_input(torch.randint(0, 256, (4, 3, 150, 150), dtype=torch.uint8))
     with torch.no_grad():
-        encoder.train()(x)  # moves the running statistics
+        encoder.feature_standardizer.train()(encoder.pooled_stages(x))  # moves the running statistics
         state = encoder.encoder_state_dict()
         assert set(dlib_state) < set(state) and state["feature_standardizer.running_mean"].abs().sum() > 0
         fresh = build_identity_encoder("dlib_resnet", pretrained=None, feature_stages=[1, 2])
