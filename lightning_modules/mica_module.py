@@ -139,14 +139,24 @@ class MICAModule(pl.LightningModule):
 
     # --- the read-out in closed form ---------------------------------------------------------------
     @torch.no_grad()
-    def _features_and_heads(self, loader) -> tuple[np.ndarray, np.ndarray]:
-        """Identity features (N, D) as the mapping network sees them in eval mode, and the heads (N, V, 3)."""
+    def _features_and_heads(self, loader, set_statistics: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Identity features (N, D) as the mapping network sees them in eval mode, and the heads (N, V, 3).
+        ``set_statistics``: the mid-level features' standardisation first takes these images' mean and variance."""
+        encoder = self.identity_encoder
+        standardizer = getattr(encoder, "feature_standardizer", None)
         features, heads = [], []
         for batch in loader:
-            images = self.identity_encoder.normalize_input(batch["image"].to(self.device))
-            features.append(self.identity_encoder(images).double().cpu().numpy())
+            images = encoder.normalize_input(batch["image"].to(self.device))
+            features.append(encoder.pooled_stages(images) if standardizer is not None else encoder(images))
             heads.append(batch["vertices_mm"].numpy())
-        return np.concatenate(features), np.concatenate(heads)
+        features = torch.cat(features)
+        if standardizer is not None:
+            if set_statistics:
+                standardizer.running_mean.copy_(features.mean(0))
+                standardizer.running_var.copy_(features.var(0))
+                standardizer.num_batches_tracked.fill_(1)
+            features = standardizer(features)
+        return features.double().cpu().numpy(), np.concatenate(heads)
 
     @torch.no_grad()
     def fit_readout(self, train_loader, val_loader) -> None:
@@ -156,16 +166,7 @@ class MICAModule(pl.LightningModule):
         3.8 to 6.6 mm)."""
         training = self.training
         self.eval()
-        standardizer = getattr(self.identity_encoder, "feature_standardizer", None)
-        if standardizer is not None:
-            pooled = torch.cat([
-                self.identity_encoder.pooled_stages(self.identity_encoder.normalize_input(b["image"].to(self.device)))
-                for b in train_loader
-            ])
-            standardizer.running_mean.copy_(pooled.mean(0))
-            standardizer.running_var.copy_(pooled.var(0))
-            standardizer.num_batches_tracked.fill_(1)
-        features, heads = self._features_and_heads(train_loader)
+        features, heads = self._features_and_heads(train_loader, set_statistics=True)
         val_features, val_heads = self._features_and_heads(val_loader)
         face = self.protocol.face
         k = self.face_model_decoder.n_components
