@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -310,3 +311,15 @@ def test_unreadable_checkpoints_are_named_with_the_reason(tmp_path):
     with pytest.raises(ValueError, match=rf"unsafe.ckpt: names the global {__name__}._Unsafe, which is not loaded") as error:
         read_torch_file(unsafe)
     assert "weights_only" not in str(error.value)
+
+
+def test_arbitrary_bytes_are_refused_as_not_a_checkpoint(tmp_path):
+    """Random bytes reach the unpickler's internals (IndexError, KeyError, ...): all become the same ValueError."""
+    from faceregen.encoders.checkpoints import read_torch_file
+
+    garbage = tmp_path / "garbage.ckpt"
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        garbage.write_bytes(rng.integers(0, 256, size=int(rng.integers(1, 512)), dtype=np.uint8).tobytes())
+        with pytest.raises(ValueError, match="garbage.ckpt: not a torch checkpoint"):
+            read_torch_file(garbage)

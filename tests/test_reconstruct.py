@@ -248,7 +248,7 @@ def test_wrong_checkpoints_are_refused_naming_the_file(tmp_path, run_ckpt):
 
     mica = save_mica_checkpoint(tmp_path / "mica.tar", {"w": torch.zeros(1)}, {"w": torch.zeros(1)})
     random_file = tmp_path / "random.ckpt"
-    random_file.write_bytes(os.urandom(256))
+    random_file.write_bytes(bytes(np.random.default_rng(1).integers(0, 256, size=256, dtype=np.uint8)))
     swav = tmp_path / "swav.ckpt"
     torch.save({"state_dict": {"identity_encoder.backbone.w": torch.zeros(1), "prototypes.weight": torch.zeros(2)}}, swav)
     elsewhere = tmp_path / "elsewhere.ckpt"
