@@ -65,6 +65,34 @@ def pose_error(found: Similarity, motion: Similarity) -> tuple[float, float, flo
     return float(angle), float(np.linalg.norm(residual.translation)), abs(residual.scale - 1.0)
 
 
+def test_nearest_surface_points_equal_a_brute_force_search_over_every_triangle():
+    """On a sphere mesh of mixed valence (5 and 6 triangles per vertex, so rings are padded), the matcher's
+    nearest point, distance and triangle plane equal a search over all triangles."""
+    import trimesh
+    from scipy.spatial import cKDTree
+    from trimesh.triangles import closest_point
+
+    from faceregen.restoration.registration import TriangleSurface
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=50.0)
+    vertices, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    points = np.random.default_rng(0).normal(size=(500, 3))
+    points = 50.0 * points / np.linalg.norm(points, axis=1, keepdims=True) * np.random.default_rng(1).uniform(0.9, 1.1, (500, 1))
+    found = TriangleSurface(faces, len(vertices)).match(points, points, vertices, cKDTree(vertices), IcpSettings())
+    corners = vertices[faces]
+    every = closest_point(np.tile(corners, (len(points), 1, 1)), np.repeat(points, len(faces), axis=0))
+    every = every.reshape(len(points), len(faces), 3)
+    triangle = np.linalg.norm(every - points[:, None], axis=2).argmin(axis=1)
+    closest = every[np.arange(len(points)), triangle]
+    distance = np.linalg.norm(closest - points, axis=1)
+    np.testing.assert_allclose(np.linalg.norm(found.closest - points, axis=1), distance, atol=1e-9)
+    np.testing.assert_allclose(found.closest, closest, atol=1e-9)
+    outward = np.einsum("nc,nc->n", found.normal, sphere.face_normals[triangle])
+    np.testing.assert_allclose(outward[distance > 1e-6], 1.0, atol=1e-9)  # the same plane (away from edges)
+    plane = np.einsum("nc,nc->n", points - closest, sphere.face_normals[triangle])  # signed, outside positive
+    np.testing.assert_allclose(found.residual, plane, atol=1e-9)
+
+
 @pytest.mark.parametrize("topology", ["face model", "remeshed"])
 def test_registration_recovers_a_known_rigid_motion_and_scale(face_model, topology):
     vertices, faces = face_model.mean_mm.astype(np.float64), face_model.faces

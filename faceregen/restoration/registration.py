@@ -145,22 +145,26 @@ class TriangleSurface:
         slot = np.arange(len(order)) - np.r_[0, np.cumsum(counts)[:-1]][vertex]
         ring = np.full((n_vertices, max(int(counts.max()), 1)), -1, dtype=np.int64)
         ring[vertex, slot] = face
-        self.ring = np.where(ring < 0, np.maximum(ring[:, :1], 0), ring)
+        self.ring, self.in_ring = np.maximum(ring, 0), ring >= 0
+        self.in_ring[:, 0] = True  # a vertex of no triangle gets triangle 0 (never the nearest: too far)
 
     def match(self, moved: np.ndarray, moved_normals: np.ndarray, vertices: np.ndarray, tree: cKDTree,
               settings: IcpSettings) -> Matches:
         """Nearest surface point of each moved scan point, its point-to-plane residual and validity."""
         n = len(moved)
         _, nearest = tree.query(moved)
-        candidates = self.ring[nearest]
-        corners = vertices[self.faces[candidates]].reshape(-1, 3, 3)
-        points = np.repeat(moved, candidates.shape[1], axis=0)
-        closest = closest_point(corners, points).reshape(n, -1, 3)
-        pick = np.linalg.norm(closest - moved[:, None], axis=2).argmin(axis=1)
+        candidates, in_ring = self.ring[nearest], self.in_ring[nearest]
+        owner, _ = np.nonzero(in_ring)  # one (point, triangle) pair per real ring entry, no padding
+        corners = vertices[self.faces[candidates[in_ring]]]
+        on_triangle = closest_point(corners, moved[owner])
+        distance = np.full(in_ring.shape, np.inf)
+        distance[in_ring] = np.linalg.norm(on_triangle - moved[owner], axis=1)
         rows = np.arange(n)
+        pick = distance.argmin(axis=1)
+        pair = np.cumsum(in_ring.ravel()).reshape(in_ring.shape)[rows, pick] - 1
         face = candidates[rows, pick]
-        closest = closest[rows, pick]
-        triangle = corners.reshape(n, -1, 3, 3)[rows, pick]
+        closest = on_triangle[pair]
+        triangle = corners[pair]
         normal = np.cross(triangle[:, 1] - triangle[:, 0], triangle[:, 2] - triangle[:, 0])
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
         offset = moved - closest
