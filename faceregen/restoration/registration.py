@@ -146,7 +146,7 @@ class TriangleSurface:
         ring = np.full((n_vertices, max(int(counts.max()), 1)), -1, dtype=np.int64)
         ring[vertex, slot] = face
         self.ring, self.in_ring = np.maximum(ring, 0), ring >= 0
-        self.in_ring[:, 0] = True  # a vertex of no triangle gets triangle 0 (never the nearest: too far)
+        self.in_ring[:, 0] = True  # a vertex in no triangle (unreferenced) has triangle 0 as its one candidate
 
     def match(self, moved: np.ndarray, moved_normals: np.ndarray, vertices: np.ndarray, tree: cKDTree,
               settings: IcpSettings) -> Matches:
