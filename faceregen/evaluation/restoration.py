@@ -170,7 +170,7 @@ def evaluate_case(restorer: Restorer, case: Case, method: str, variant: str, see
             facial = restorer.facial(scan, to_scan.inverse(), None)
             mask = detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm, 0.0, restorer.wound, facial)
             try:
-                filling, error = scan_filling(scan, depth, mask), ""
+                filling, error = scan_filling(scan, completed, faces, depth, mask), ""
             except ValueError as err:
                 filling, error = None, str(err)
         else:

@@ -16,10 +16,11 @@ Per scan (:class:`Restorer`):
    times: the code and pose (``refit_iterations`` IRLS steps from the last code) and the detail layer are
    refitted without the points within ``wound_margin_mm`` of the wound (the wound's shallow rim, which the
    detection misses, lies there), and the wound is detected again (a given mask stays).
-4. The filling (:func:`scan_filling`): the scan's wound patch (the mask grown to a clean border) and the
-   same patch lifted onto the completed surface (each vertex to its nearest point there, where it lies
-   inside) bound the solid, built by :func:`~faceregen.postprocess.extract_filling`: closed, manifold and
-   outward by construction, for any topology (the patch is the scan's own, remeshed onto the surface).
+4. The filling (:func:`scan_filling`): the scan's wound patch (the scan's holes the wound touches capped,
+   the mask grown to a clean border) and the same patch lifted onto the completed surface (each vertex to
+   its nearest point there, where it lies inside) bound the solid, built by
+   :func:`~faceregen.postprocess.extract_filling`: closed, manifold and outward by construction, for any
+   topology (the patch is the scan's own, remeshed onto the surface).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from faceregen.face_model.linear import LinearFaceModel
 from faceregen.postprocess import extract_filling
 from faceregen.postprocess.filling import grow_wound_mask
 from faceregen.restoration.completion import Completion, CompletionSettings, FaceModelFit, mirrored_scan_surface
+from faceregen.restoration.holes import border_loops, cap_holes
 from faceregen.restoration.registration import IcpSettings, Registration, register, scan_samples
 from faceregen.restoration.scan import Scan
 from faceregen.restoration.wound_detection import (
@@ -91,17 +93,25 @@ class Restoration:
         return info
 
 
-def scan_filling(scan: Scan, depth: SurfaceDepth, mask: np.ndarray) -> trimesh.Trimesh:
+def scan_filling(scan: Scan, completed_mm: np.ndarray, completed_faces: np.ndarray, depth: SurfaceDepth,
+                 mask: np.ndarray) -> trimesh.Trimesh:
     """The filling (mm, the scan's frame) between the scan's wound patch and its lift onto the completed
-    surface (module docstring, step 4). ValueError when it cannot be built (empty mask, non-manifold
-    patch, nothing above the scan)."""
-    if not np.asarray(mask).any():
+    surface (module docstring, step 4); the scan's holes that the wound touches are capped first
+    (:func:`~faceregen.restoration.holes.cap_holes`). ValueError when it cannot be built (empty mask,
+    non-manifold patch, nothing above the scan)."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
         raise ValueError("the wound mask is empty: the scan nowhere lies inside the completed face")
-    grown = grow_wound_mask(scan.faces, mask)
-    lifted = scan.vertices_mm.copy()
-    inside = grown & (depth.depth_mm > 0)
-    lifted[inside] = depth.closest_mm[inside]
-    return extract_filling(scan.vertices_mm, lifted, scan.faces, grown)
+    holes = [loop for loop in border_loops(scan.vertices_mm, scan.faces)[1:] if mask[loop.vertices].any()]
+    vertices, faces = cap_holes(scan.vertices_mm, scan.faces, holes)
+    caps = depth_below_surface(vertices[len(mask):], completed_mm, completed_faces)
+    depth_mm = np.concatenate([depth.depth_mm, caps.depth_mm])
+    closest_mm = np.concatenate([depth.closest_mm, caps.closest_mm])
+    grown = grow_wound_mask(faces, np.concatenate([mask, np.ones(len(holes), dtype=bool)]))
+    lifted = vertices.copy()
+    inside = grown & (depth_mm > 0)
+    lifted[inside] = closest_mm[inside]
+    return extract_filling(vertices, lifted, faces, grown)
 
 
 class Restorer:
@@ -186,7 +196,7 @@ class Restorer:
         lap("wound")
         filling, error = None, None
         try:
-            filling = scan_filling(scan, depth, mask)
+            filling = scan_filling(scan, completed, faces, depth, mask)
         except ValueError as err:
             error = str(err)
         lap("filling")

@@ -8,9 +8,10 @@ vertices deeper than ``low_mm`` that reach deeper than ``threshold_mm`` somewher
 residual scale, so noise on intact skin stays out while the wound's shallow rim comes in. Only ``facial``
 vertices may be wounded when given (the restorer passes those nearest the face model's face, forehead, nose
 and lips, where the generator's and the clinic's wounds are; ears, scalp and neck, which a face scan barely
-shows and the model fits worst, stay out), and never the scan's open border or its neighbours (where a
-partial scan ends is no evidence of a wound, and a filling cannot be closed there). Holes in a region (unmasked islands bordering it, smaller than
-it) are filled. A given mask always wins.
+shows and the model fits worst, stay out), and never where the scan ends (its longest border loop) or next
+to it (:func:`~faceregen.restoration.holes.scan_end`: a partial scan's end is no evidence of a wound); the
+rims of the scan's holes may be wounded (a deep wound's steep walls are often a hole in a face-only scan).
+Unmasked islands bordering a region, smaller than it, are filled. A given mask always wins.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from scipy.sparse.csgraph import connected_components
 
 from scipy.spatial import cKDTree
 
-from faceregen.postprocess.printability import edge_face_counts
+from faceregen.restoration.holes import scan_end
 from faceregen.restoration.registration import IcpSettings, TriangleSurface
 
 
@@ -72,22 +73,12 @@ def _components(faces: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.where(keep, labels, -1)
 
 
-def near_open_border(faces: np.ndarray, n_vertices: int) -> np.ndarray:
-    """Vertices (N,) on the mesh's open border (edges of one triangle) or one edge away from it."""
-    edges, counts = edge_face_counts(faces)
-    border = np.zeros(n_vertices, dtype=bool)
-    border[edges[counts == 1].ravel()] = True
-    near = border.copy()
-    near[edges[border[edges].any(axis=1)].ravel()] = True
-    return near
-
-
 def detect_wound(vertices_mm: np.ndarray, faces: np.ndarray, depth_mm: np.ndarray, sigma_mm: float,
                  settings: WoundSettings = WoundSettings(), facial: np.ndarray | None = None) -> np.ndarray:
     """The wound mask (N,) bool of a scan from its depth below the completed surface (module docstring),
     among the ``facial`` vertices (N,) bool when given."""
     low = max(settings.low_floor_mm, settings.low_sigmas * sigma_mm)
-    candidate = (depth_mm > min(low, settings.threshold_mm)) & ~near_open_border(faces, len(depth_mm))
+    candidate = (depth_mm > min(low, settings.threshold_mm)) & ~scan_end(vertices_mm, faces)
     if facial is not None:
         candidate &= facial
     labels = _components(faces, candidate)
