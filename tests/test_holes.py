@@ -13,7 +13,7 @@ from test_postprocess import cap_volume_mm3, plane_grid, spherical_dent_mm
 
 from faceregen.postprocess.printability import edge_face_counts, printability_report
 from faceregen.restoration.scan import Scan
-from faceregen.restoration.holes import border_loops, cap_holes, scan_end
+from faceregen.restoration.holes import border_cycles, border_loops, cap_holes, scan_end
 from faceregen.restoration.restorer import scan_filling
 from faceregen.restoration.wound_detection import WoundSettings, depth_below_surface, detect_wound
 
@@ -79,3 +79,21 @@ def test_a_wound_on_a_holes_rim_is_found_and_its_filling_covers_the_hole(holed_d
     assert filling.volume == pytest.approx(cap_volume_mm3(20.0, 3.0), rel=0.01)
     uncapped = trimesh.Trimesh(wounded, faces, process=False)
     assert uncapped.area < trimesh.Trimesh(wounded, full, process=False).area - 25.0  # the hole is 28 mm2
+
+
+def test_a_pinched_hole_splits_into_two_cycles_each_capped_apart(holed_dent):
+    plane, _, _, full = holed_dent
+    centroid = plane[full].mean(axis=1)
+    in_square = lambda low: ((centroid[:, :2] > low) & (centroid[:, :2] < low + 1.0)).all(axis=1)  # noqa: E731
+    faces = full[~in_square(0.0) & ~in_square(-1.0)]  # two 1 mm squares touching at the origin's corner
+    loops = border_loops(plane, faces)
+    assert len(loops) == 2 and loops[1].perimeter_mm == pytest.approx(8.0)  # one loop, pinched at the origin
+    cycles = border_cycles(loops[1].half_edges)
+    assert sorted(len(cycle) for cycle in cycles) == [8, 8]  # 1 mm sides of two 0.5 mm edges each
+    assert all(np.abs(plane[cycle, :2]).max() == pytest.approx(1.0) for cycle in cycles)
+    vertices, capped = cap_holes(plane, faces, loops[1:])
+    assert len(vertices) == len(plane) + 2 and len(border_loops(vertices, capped)) == 1
+    _, counts = edge_face_counts(capped)
+    assert counts.max() == 2  # one fan per cycle: no edge gets a third face at the pinch
+    mesh = trimesh.Trimesh(vertices, capped, process=False)
+    assert mesh.is_winding_consistent and mesh.area == pytest.approx(28.0 * 28.0)

@@ -8,9 +8,11 @@ rim is ordinary scan surface. :func:`cap_holes` closes the holes the wound touch
 covers the part of the wound the scanner missed.
 
 A loop is a connected set of border edges (edges of one triangle); its ``half_edges`` are directed
-``a -> b`` as the scan's faces run them. The cap of a loop is a fan from a new vertex ``c`` at the mean of
-the loop's vertices, one triangle ``(b, a, c)`` per half-edge: oriented as the faces beside it, so the
-capped surface stays consistently oriented and every border edge of the hole gets its second face.
+``a -> b`` as the scan's faces run them. Where the scan is pinched (a vertex with two border edges in and
+two out), one loop holds several cycles; :func:`border_cycles` splits it into simple ones. The cap of a
+cycle is a fan from a new vertex ``c`` at the mean of its vertices, one triangle ``(b, a, c)`` per
+half-edge: oriented as the faces beside it, so the capped surface stays consistently oriented and every
+border edge of the hole gets its second face (and each fan edge ``(a, c)`` two).
 """
 
 from __future__ import annotations
@@ -63,14 +65,36 @@ def scan_end(vertices_mm: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return near
 
 
+def border_cycles(half_edges: np.ndarray) -> list[np.ndarray]:
+    """Simple cycles (each its vertices in order, ``v_i -> v_(i+1)`` and back to the first) that together
+    use every half-edge once; half-edges that close no cycle (an inconsistently oriented border) are left."""
+    outgoing: dict[int, list[int]] = {}
+    for a, b in np.asarray(half_edges, dtype=np.int64).tolist():
+        outgoing.setdefault(a, []).append(b)
+    cycles = []
+    for start in list(outgoing):
+        path, position = [start], {start: 0}
+        while outgoing.get(path[-1]):
+            following = outgoing[path[-1]].pop()
+            if following not in position:
+                position[following] = len(path)
+                path.append(following)
+                continue
+            cut = position[following]  # a cycle closes at a vertex already on the path: keep it, walk on
+            cycles.append(np.array(path[cut:]))
+            for vertex in path[cut + 1:]:
+                del position[vertex]
+            path = path[: cut + 1]
+    return cycles
+
+
 def cap_holes(vertices_mm: np.ndarray, faces: np.ndarray, holes: list[BorderLoop]) -> tuple[np.ndarray, np.ndarray]:
-    """``(vertices, faces)`` with each loop of ``holes`` closed by a fan (module docstring); the new vertices,
-    one per hole, come after the scan's own."""
+    """``(vertices, faces)`` with each cycle of the ``holes`` closed by a fan (module docstring); the new
+    vertices, one per cycle, come after the scan's own."""
     vertices = [np.asarray(vertices_mm, dtype=np.float64)]
     faces = [np.asarray(faces, dtype=np.int64)]
     n = len(vertices[0])
-    for number, hole in enumerate(holes):
-        vertices.append(vertices[0][hole.vertices].mean(axis=0, keepdims=True))
-        a, b = hole.half_edges.T
-        faces.append(np.stack([b, a, np.full(len(a), n + number)], axis=1))
+    for cycle in (cycle for hole in holes for cycle in border_cycles(hole.half_edges)):
+        faces.append(np.stack([np.roll(cycle, -1), cycle, np.full(len(cycle), n + len(vertices) - 1)], axis=1))
+        vertices.append(vertices[0][cycle].mean(axis=0, keepdims=True))
     return np.concatenate(vertices), np.concatenate(faces)

@@ -107,7 +107,7 @@ def scan_filling(scan: Scan, completed_mm: np.ndarray, completed_faces: np.ndarr
     caps = depth_below_surface(vertices[len(mask):], completed_mm, completed_faces)
     depth_mm = np.concatenate([depth.depth_mm, caps.depth_mm])
     closest_mm = np.concatenate([depth.closest_mm, caps.closest_mm])
-    grown = grow_wound_mask(faces, np.concatenate([mask, np.ones(len(holes), dtype=bool)]))
+    grown = grow_wound_mask(faces, np.concatenate([mask, np.ones(len(vertices) - len(mask), dtype=bool)]))
     lifted = vertices.copy()
     inside = grown & (depth_mm > 0)
     lifted[inside] = closest_mm[inside]
