@@ -38,7 +38,7 @@ import numpy as np
 import trimesh
 
 from faceregen.io import atomic_write_bytes, atomic_write_text
-from faceregen.postprocess.printability import edge_face_counts, is_edge_manifold, printability_report
+from faceregen.postprocess.printability import border_half_edges, edge_face_counts, is_edge_manifold, printability_report
 
 #: Colours of paper Fig. 7 (RGBA): the wounded face grey, the filling orange.
 FACE_RGBA = (160, 160, 160, 255)
@@ -93,15 +93,6 @@ def grow_wound_mask(faces: np.ndarray, wound_mask: np.ndarray) -> np.ndarray:
         mask |= bad
 
 
-def _border_half_edges(patch_faces: np.ndarray) -> np.ndarray:
-    """Directed edges ``a -> b`` (as the patch's faces run them) of the edges used by one patch face only."""
-    directed = patch_faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    n = int(patch_faces.max()) + 1
-    key = directed.min(axis=1) * n + directed.max(axis=1)
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    return directed[counts[inverse] == 1]
-
-
 def _top_positions(bottom: np.ndarray, top: np.ndarray, normals: np.ndarray, min_gap_mm: float) -> np.ndarray:
     """``t`` where ``(t - b) . n >= 0`` and ``|t - b| >= min_gap_mm``, else ``b + min_gap_mm n``."""
     offset = top - bottom
@@ -151,7 +142,7 @@ def extract_filling(
         [imperfect[used], _top_positions(imperfect[lifted], complete[lifted], normals[lifted], min_gap_mm)]
     )
 
-    a, b = _border_half_edges(patch_faces).T
+    a, b = border_half_edges(patch_faces).T
     walls = np.concatenate(
         [np.stack([top_index[b], top_index[a], bottom_index[a]], 1), np.stack([top_index[b], bottom_index[a], bottom_index[b]], 1)]
     )

@@ -19,6 +19,16 @@ def edge_face_counts(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(edges, axis=0, return_counts=True)
 
 
+def border_half_edges(faces: np.ndarray) -> np.ndarray:
+    """Directed edges ``a -> b`` (as the faces run them) of the edges used by one face only: the open border."""
+    faces = np.asarray(faces, dtype=np.int64)
+    directed = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    n = int(faces.max()) + 1 if len(faces) else 0
+    key = directed.min(axis=1) * n + directed.max(axis=1)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return directed[counts[inverse.ravel()] == 1]
+
+
 def is_edge_manifold(faces: np.ndarray) -> bool:
     """Every edge is used by exactly two faces (a closed surface with no fins or slits)."""
     _, counts = edge_face_counts(faces)

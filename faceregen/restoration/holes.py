@@ -23,6 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from faceregen.postprocess.printability import border_half_edges
+
 
 @dataclass(frozen=True)
 class BorderLoop:
@@ -35,12 +37,8 @@ class BorderLoop:
 
 def border_loops(vertices_mm: np.ndarray, faces: np.ndarray) -> list[BorderLoop]:
     """The open border's loops, longest first (the first is where the scan ends; empty for a closed mesh)."""
-    faces = np.asarray(faces, dtype=np.int64)
-    directed = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    half_edges = border_half_edges(faces)
     n = len(vertices_mm)
-    key = directed.min(axis=1) * n + directed.max(axis=1)
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    half_edges = directed[counts[inverse.ravel()] == 1]
     if not len(half_edges):
         return []
     graph = sp.coo_matrix((np.ones(len(half_edges)), (half_edges[:, 0], half_edges[:, 1])), shape=(n, n))
