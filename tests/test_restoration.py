@@ -16,13 +16,14 @@ import pytest
 import trimesh
 
 from test_experiments import ROOT
+from test_postprocess import plane_grid, spherical_dent_mm
 
 from faceregen.data_layout import MANIFEST_FORMAT
 from faceregen.evaluation.scan_to_mesh import Similarity
 from faceregen.postprocess import extract_filling
 from faceregen.restoration import CompletionSettings, IcpSettings, Restorer, read_scan, scan_from_arrays
 from faceregen.restoration.registration import register, rotation_from_vector
-from faceregen.restoration.wound_detection import depth_below_surface, detect_wound
+from faceregen.restoration.wound_detection import WoundSettings, depth_below_surface, detect_wound
 from faceregen.synthetic.wounds import make_wound
 
 MOTION = Similarity(1.08, rotation_from_vector(np.array([0.9, -1.7, 0.6])), np.array([40.0, -25.0, 310.0]))
@@ -144,6 +145,18 @@ def test_wound_detected_on_a_known_dent(face_model, wounded):
     detected = restorer(face_model)(scan).mask  # the same, from the fit alone
     assert (detected & wound.mask).sum() / (detected | wound.mask).sum() > 0.8
     assert detected[wound.depth_mm > 1.0].all()
+
+
+def test_a_shallow_dent_is_the_wound_only_when_no_region_reaches_the_threshold():
+    plane, faces = plane_grid(30.0, 1.0)
+    dent = lambda x_mm, depth: spherical_dent_mm(plane - [x_mm, 0.0, 0.0], 20.0, depth)  # noqa: E731
+    shallow, shallower, deep = dent(15.0, 2.5), dent(-15.0, 2.2), dent(-15.0, 4.0)  # radii 9.7, 8.8, 12 mm
+    scan = plane.copy()
+    found = lambda depth, **settings: detect_wound(scan, faces, depth, 0.0, WoundSettings(**settings))  # noqa: E731
+    assert np.array_equal(found(shallow), shallow > 0.2)  # the default fallback: 2 mm
+    assert not found(shallow, fallback_threshold_mm=None).any() and not found(shallow, fallback_threshold_mm=2.6).any()
+    assert np.array_equal(found(shallow + deep), deep > 0.2)  # a region reaches 3 mm: no fallback
+    assert np.array_equal(found(shallow + shallower), shallow > 0.2)  # the deepest region only
 
 
 def test_a_remeshed_scan_gives_a_watertight_filling_of_the_same_volume(face_model, wounded):

@@ -2,16 +2,19 @@
 
 ``depth_mm`` of a scan vertex ``p`` is its distance to the nearest point ``c`` of the completed surface
 (:class:`~faceregen.restoration.registration.TriangleSurface`), positive when ``p`` lies inside (behind the
-surface: ``(c - p) . n > 0``, ``n`` the outward normal of the triangle holding ``c``). The wound is found by hysteresis on the scan's own mesh: connected regions of
-vertices deeper than ``low_mm`` that reach deeper than ``threshold_mm`` somewhere and cover at least
-``min_area_mm2``; ``low_mm`` is ``max(low_floor_mm, low_sigmas x sigma)`` with ``sigma`` the fit's robust
-residual scale, so noise on intact skin stays out while the wound's shallow rim comes in. Only ``facial``
-vertices may be wounded when given (the restorer passes those nearest the face model's face, forehead, nose
-and lips, where the generator's and the clinic's wounds are; ears, scalp and neck, which a face scan barely
-shows and the model fits worst, stay out), and never where the scan ends (its longest border loop) or next
-to it (:func:`~faceregen.restoration.holes.scan_end`: a partial scan's end is no evidence of a wound); the
-rims of the scan's holes may be wounded (a deep wound's steep walls are often a hole in a face-only scan).
-Unmasked islands bordering a region, smaller than it, are filled. A given mask always wins.
+surface: ``(c - p) . n > 0``, ``n`` the outward normal of the triangle holding ``c``). The wound is found by
+hysteresis on the scan's own mesh: connected regions of vertices deeper than ``low_mm`` that reach deeper than
+``threshold_mm`` somewhere and cover at least ``min_area_mm2``; ``low_mm`` is ``max(low_floor_mm, low_sigmas x
+sigma)`` with ``sigma`` the fit's robust residual scale, so noise on intact skin stays out while the wound's
+shallow rim comes in. When no region reaches ``threshold_mm``, the deepest one reaching
+``fallback_threshold_mm`` is the wound (a scan handed over for a filling has one, and the fit, drawn toward
+the scan, takes part of a shallow scar's depth), never more than that one region. Only ``facial`` vertices may
+be wounded when given (the restorer passes those nearest the face model's face, forehead, nose and lips, where
+the generator's and the clinic's wounds are; ears, scalp and neck, which a face scan barely shows and the
+model fits worst, stay out), and never where the scan ends (its longest border loop) or next to it
+(:func:`~faceregen.restoration.holes.scan_end`: a partial scan's end is no evidence of a wound); the rims of
+the scan's holes may be wounded (a deep wound's steep walls are often a hole in a face-only scan). Unmasked
+islands bordering a region, smaller than it, are filled. A given mask always wins.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from faceregen.restoration.registration import IcpSettings, TriangleSurface
 @dataclass(frozen=True)
 class WoundSettings:
     threshold_mm: float = 3.0
+    fallback_threshold_mm: float | None = 2.0
     low_floor_mm: float = 0.2
     low_sigmas: float = 1.0
     min_area_mm2: float = 50.0
@@ -84,10 +88,18 @@ def detect_wound(vertices_mm: np.ndarray, faces: np.ndarray, depth_mm: np.ndarra
     labels = _components(faces, candidate)
     area = vertex_areas_mm2(vertices_mm, faces)
     mask = np.zeros(len(depth_mm), dtype=bool)
+    deepest, deepest_mm = None, settings.fallback_threshold_mm
     for label in np.unique(labels[labels >= 0]):
         region = labels == label
-        if depth_mm[region].max() > settings.threshold_mm and area[region].sum() >= settings.min_area_mm2:
+        if area[region].sum() < settings.min_area_mm2:
+            continue
+        reach_mm = depth_mm[region].max()
+        if reach_mm > settings.threshold_mm:
             mask |= region
+        elif deepest_mm is not None and reach_mm > deepest_mm:
+            deepest, deepest_mm = region, reach_mm
+    if not mask.any() and deepest is not None:
+        mask = deepest
     if mask.any():
         outside = _components(faces, ~mask)
         edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
