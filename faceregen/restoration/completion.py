@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.linalg import splu
 from scipy.spatial import cKDTree
 
 from faceregen.evaluation.scan_to_mesh import Similarity
@@ -116,7 +116,8 @@ class FaceModelFit:
         self.n_components = min(settings.n_components, face_model.n_components)
         self.surface = TriangleSurface(face_model.faces, face_model.n_vertices)
         self.mean = face_model.mean_mm.astype(np.float64)
-        self.basis = face_model.basis_mm[:, :, : self.n_components].astype(np.float64)
+        # (3V, k): the basis as one matrix, vertex-major (row 3 v + c is vertex v's coordinate c)
+        self.basis = face_model.basis_mm[:, :, : self.n_components].astype(np.float64).reshape(-1, self.n_components)
         self.bilaplacian = None
         if settings.detail_smoothing > 0:
             laplacian = _graph_laplacian(face_model.faces, face_model.n_vertices)
@@ -124,7 +125,17 @@ class FaceModelFit:
                                 + settings.detail_decay * sp.identity(face_model.n_vertices)).tocsc()
 
     def shape(self, code: np.ndarray) -> np.ndarray:
-        return self.mean + self.basis @ code
+        return self.mean + (self.basis @ code).reshape(-1, 3)
+
+    def code_rows(self, normal: np.ndarray, barycentric: np.ndarray, corners: np.ndarray) -> np.ndarray:
+        """``n_i^T sum_k b_ik B_{f_ik}`` (N, n_components): the residuals' derivative along the code, as one
+        sparse (N, 3V) matrix of the weights ``b_ik n_ic`` times the basis."""
+        n = len(normal)
+        columns = (3 * corners[:, :, None] + np.arange(3)).reshape(n, 9)
+        weights = (barycentric[:, :, None] * normal[:, None, :]).reshape(n, 9)
+        spread = sp.csr_matrix((weights.ravel(), columns.ravel(), np.arange(0, 9 * n + 1, 9)),
+                               shape=(n, self.basis.shape[0]))
+        return spread @ self.basis
 
     def fit(self, points: np.ndarray, point_normals: np.ndarray, pose: Similarity, prior_code: np.ndarray | None = None,
             iterations: int | None = None, excluded: np.ndarray | None = None,
@@ -152,8 +163,7 @@ class FaceModelFit:
             if step == iterations or keep.sum() < 10:  # done, or nothing left to fit (a wrong orientation)
                 return code, pose, w, sigma, truncated_cost(found, 5.0) if keep.sum() >= 10 else np.inf
             centre = (w[keep, None] * moved[keep]).sum(axis=0) / w[keep].sum()
-            code_rows = np.einsum("nc,nj,njck->nk", found.normal[keep], found.barycentric[keep],
-                                  self.basis[found.corners[keep]])
+            code_rows = self.code_rows(found.normal[keep], found.barycentric[keep], found.corners[keep])
             rows = np.concatenate([pose_rows(moved[keep], found.normal[keep], centre, False), -code_rows], axis=1)
             lhs = rows.T @ (w[keep, None] * rows)
             rhs = -rows.T @ (w[keep] * found.residual[keep])
@@ -178,7 +188,10 @@ class FaceModelFit:
         spread = sp.coo_matrix((found.barycentric.ravel(), (np.repeat(np.arange(len(w)), 3), found.corners.ravel())),
                                shape=(len(w), n)).tocsr()
         data = spread.T @ sp.diags(w) @ spread
-        offsets = spsolve((self.bilaplacian + data).tocsc(), spread.T @ (w * found.residual))
+        # symmetric positive definite: SuperLU in symmetric mode with a minimum-degree ordering of A + A^T
+        # (a third of the time of the default column ordering, same solution)
+        factor = splu((self.bilaplacian + data).tocsc(), permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+        offsets = factor.solve(spread.T @ (w * found.residual))
         return offsets, vertices + offsets[:, None] * vertex_normals(vertices, self.face_model.faces), float(w.mean())
 
     def completion(self, code: np.ndarray, pose: Similarity, sigma_mm: float, points: np.ndarray,
