@@ -20,6 +20,7 @@ from test_postprocess import plane_grid, spherical_dent_mm
 
 from faceregen.data_layout import MANIFEST_FORMAT
 from faceregen.evaluation.scan_to_mesh import Similarity
+from faceregen.mesh_io import vertex_normals
 from faceregen.postprocess import extract_filling
 from faceregen.restoration import CompletionSettings, IcpSettings, Restorer, read_scan, scan_from_arrays
 from faceregen.restoration.registration import register, rotation_from_vector
@@ -88,10 +89,71 @@ def test_nearest_surface_points_equal_a_brute_force_search_over_every_triangle()
     distance = np.linalg.norm(closest - points, axis=1)
     np.testing.assert_allclose(np.linalg.norm(found.closest - points, axis=1), distance, atol=1e-9)
     np.testing.assert_allclose(found.closest, closest, atol=1e-9)
+    # the same plane where the nearest point lies inside a triangle; on an edge or a vertex the triangles
+    # that share it are equally near (a tie either may win)
+    inside = found.barycentric.min(axis=1) > 1e-9
+    assert inside.mean() > 0.5
     outward = np.einsum("nc,nc->n", found.normal, sphere.face_normals[triangle])
-    np.testing.assert_allclose(outward[distance > 1e-6], 1.0, atol=1e-9)  # the same plane (away from edges)
+    np.testing.assert_allclose(outward[inside], 1.0, atol=1e-9)
     plane = np.einsum("nc,nc->n", points - closest, sphere.face_normals[triangle])  # signed, outside positive
-    np.testing.assert_allclose(found.residual, plane, atol=1e-9)
+    np.testing.assert_allclose(found.residual[inside], plane[inside], atol=1e-9)
+    face_index = {tuple(face): i for i, face in enumerate(faces.tolist())}
+    found_face = np.array([face_index[tuple(corners)] for corners in found.corners.tolist()])
+    nearest_distance = np.linalg.norm(every - points[:, None], axis=2)[np.arange(len(points)), found_face]
+    np.testing.assert_allclose(nearest_distance, distance, atol=1e-9)  # the found triangle is a nearest one
+
+
+def test_closest_on_triangles_hand_computed():
+    """The right triangle (0,0,0), (4,0,0), (0,3,0): a point above the inside, beyond each edge and beyond a
+    corner; a degenerate triangle (a segment) falls to its edges."""
+    from faceregen.restoration.registration import closest_on_triangles
+
+    triangle = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    points = np.array([[1.0, 1.0, 2.0],    # above the inside: height 2, at (1, 1, 0)
+                       [2.0, -1.0, 0.0],   # beyond edge ab: 1, at (2, 0, 0)
+                       [-2.0, 1.0, 1.0],   # beyond edge ac: sqrt(4 + 1), at (0, 1, 0)
+                       [4.0, 3.0, 0.0],    # beyond the hypotenuse bc: 12/5 (its distance to the line 3x + 4y = 12)
+                       [6.0, -1.0, 0.0]])  # beyond corner b: sqrt(4 + 1)
+    squared, barycentric = closest_on_triangles(np.repeat(triangle[None], len(points), axis=0), points)
+    np.testing.assert_allclose(squared, [4.0, 1.0, 5.0, (12 / 5) ** 2, 5.0], atol=1e-12)
+    # the hypotenuse's foot: (4, 3) - 12/5 (3, 4)/5, 0.36 of the way from b to c
+    np.testing.assert_allclose(barycentric @ triangle, [[1, 1, 0], [2, 0, 0], [0, 1, 0], [2.56, 1.08, 0], [4, 0, 0]],
+                               atol=1e-12)
+    np.testing.assert_allclose(barycentric.sum(axis=1), 1.0)
+    segment = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    squared, barycentric = closest_on_triangles(segment[None], np.array([[1.0, 2.0, 0.0]]))
+    np.testing.assert_allclose(squared, [4.0])
+    np.testing.assert_allclose(barycentric @ segment, [[1.0, 0.0, 0.0]], atol=1e-12)
+
+
+def test_the_batched_search_equals_icp_from_each_start(face_model):
+    """:func:`coarse_icp` steps every start at once: each start's pose and cost are those of :func:`icp` on
+    the nearest vertex's tangent planes from that start alone."""
+    from scipy.spatial import cKDTree
+
+    from faceregen.restoration.registration import VertexPlanes, coarse_icp, icp, truncated_cost
+
+    vertices, faces = face_model.mean_mm.astype(np.float64), face_model.faces
+    points = MOTION.apply(vertices[::7])
+    normals = vertex_normals(vertices, faces)[::7] @ MOTION.rotation.T
+    settings = IcpSettings(coarse_iterations=5)
+    planes, tree = VertexPlanes(vertices, faces), cKDTree(vertices)
+    truth = MOTION.inverse()
+    starts = [truth.then(Similarity(1.0, rotation_from_vector(np.array(w)), np.array(shift)))  # about the model's origin
+              for w, shift in (([0.3, 0.0, 0.0], [5.0, 0.0, 0.0]), ([0.0, -0.4, 0.2], [0.0, 8.0, -3.0]),
+                               ([1.6, 0.0, 0.0], [0.0, 0.0, 0.0]), ([0.0, 1.6, 0.0], [30.0, 0.0, 0.0]))]
+    batched = coarse_icp(points, normals, vertices, planes, starts, settings, tree)
+    for start, (cost, pose) in zip(starts, batched):
+        alone, matches, _ = icp(points, normals, vertices, planes, start, settings, settings.coarse_iterations,
+                                with_scale=False, tree=tree)
+        # a start turned far round follows a long path on which one rounding-level tie between two nearest
+        # vertices may go the other way: its cost agrees closely, not bitwise
+        assert cost == pytest.approx(truncated_cost(matches, 5.0), rel=1e-3)
+        if np.trace(start.rotation @ truth.rotation.T) > 1.0 + 2.0 * np.cos(0.5):  # within 0.5 rad: the same path
+            np.testing.assert_allclose(pose.rotation, alone.rotation, atol=1e-9)
+            np.testing.assert_allclose(pose.translation, alone.translation, atol=1e-7)
+            assert cost < 1e-6  # and it converges onto the scan
+    assert min(cost for cost, _ in batched[2:]) > 1.0  # turned round by 1.6 rad, it does not
 
 
 @pytest.mark.parametrize("topology", ["face model", "remeshed"])

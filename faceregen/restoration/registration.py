@@ -10,11 +10,12 @@ from the scan's frame (mm) to the face model's.
   axes are defined up to order and sign, and a face-only scan orders them differently from a whole head),
   the scan's centroid placed on the template's centroid and, for partial scans, on the centroid of its
   face region; each of these 48 starts runs a few ICP steps (to the nearest vertex's tangent plane) on a few
-  hundred points, and the few best distinct orientations (lowest truncated residual) are refined; the
-  completion picks the one its shape fits best. Landmarks are then the template's, mapped into the scan. This needs no
-  photograph-like render (a grey scan seen from an unknown side gives a face detector nothing to find) and
-  copes with any orientation; its basin is the ICP's, about 45 degrees around each of the 24 starts, which
-  tile the rotations.
+  hundred points (all starts batched, :func:`coarse_icp`), and the few best distinct orientations (lowest
+  truncated residual) are refined; unless the best is decisive (the next costs ``decisive_ratio`` times more),
+  the completion picks the one its shape fits best. Landmarks are then the template's, mapped into the scan.
+  This needs no photograph-like render (a grey scan seen from an unknown side gives a face detector nothing
+  to find) and copes with any orientation; its basin is the ICP's, about 45 degrees around each of the 24
+  starts, which tile the rotations.
 * ICP, point-to-plane (Chen and Medioni): scan points ``p_i`` (moved by the current pose to ``q_i``) are
   matched to the nearest point ``m_i`` of the template's triangles (searched among the triangles around the
   nearest vertex, :class:`TriangleSurface`), with the triangle's unit normal ``n_i``; residual ``r_i = n_i .
@@ -34,7 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
-from trimesh.triangles import closest_point, points_to_barycentric
 
 from faceregen.evaluation.scan_to_mesh import Similarity, umeyama
 from faceregen.face_model.linear import LinearFaceModel
@@ -53,7 +53,9 @@ class IcpSettings:
     ``iterations`` of the final refinement; ``coarse_iterations`` and ``coarse_points`` per start of the
     search; ``min_overlap``: the least share of the scan that must match the model after registration;
     ``with_scale``: also fit a scale (off by default: a scan's units are known, so its scale is 1, and a
-    scale fitted against the mean head only absorbs the patient's head size, which the code should carry)."""
+    scale fitted against the mean head only absorbs the patient's head size, which the code should carry);
+    ``decisive_ratio``: the search's best orientation is taken without the shape check when the next distinct
+    one's truncated cost is at least this many times higher (``inf``: always check)."""
 
     max_match_mm: float = 20.0
     min_normal_dot: float = 0.3
@@ -63,6 +65,7 @@ class IcpSettings:
     coarse_points: int = 300
     min_overlap: float = 0.3
     with_scale: bool = False
+    decisive_ratio: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,53 @@ def pose_step(step: np.ndarray, centre: np.ndarray) -> Similarity:
     return Similarity(scale, rotation, centre + step[3:6] - scale * rotation @ centre)
 
 
+def closest_on_triangles(corners: np.ndarray, points: np.ndarray,
+                         barycentric: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The squared distance (M,) from each point (M, 3) to its triangle ``corners`` (M, 3, 3), and (when
+    ``barycentric``) the barycentric coordinates (M, 3) of the triangle's nearest point.
+
+    With ``e = b - a``, ``f = c - a``, ``p' = p - a``: the projection onto the triangle's plane, ``a + v e +
+    w f`` with ``(v, w)`` solving the 2x2 normal equations, when ``1 - v - w``, ``v`` and ``w`` are all >= 0;
+    else (a triangle is convex) the nearest of the three edges' clamped projections, at squared distance
+    ``|p'|^2 - 2 t (p' . e) + t^2 |e|^2``, ``t = clip((p' . e) / |e|^2, 0, 1)`` on edge ``ab`` (likewise ``ac``,
+    ``bc``). A degenerate triangle has no inside and falls to its edges.
+    """
+    a = corners[:, 0]
+    ab, ac, ap = corners[:, 1] - a, corners[:, 2] - a, points - a
+    bc, bp = ac - ab, ap - ab
+
+    def dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.einsum("mc,mc->m", x, y)
+
+    d00, d01, d11, d20, d21, app = dot(ab, ab), dot(ab, ac), dot(ac, ac), dot(ap, ab), dot(ap, ac), dot(ap, ap)
+    d_bc, d_bp, bpp = dot(bc, bc), dot(bp, bc), dot(bp, bp)
+    tiny = 1e-30
+    determinant = d00 * d11 - d01 * d01
+    safe = np.where(determinant > tiny * np.maximum(d00 * d11, tiny), determinant, np.inf)
+    v, w = (d11 * d20 - d01 * d21) / safe, (d00 * d21 - d01 * d20) / safe
+    inside = (v >= 0) & (w >= 0) & (v + w <= 1) & np.isfinite(safe)
+    t_ab = np.clip(d20 / np.maximum(d00, tiny), 0.0, 1.0)
+    t_ac = np.clip(d21 / np.maximum(d11, tiny), 0.0, 1.0)
+    t_bc = np.clip(d_bp / np.maximum(d_bc, tiny), 0.0, 1.0)
+    on_ab = app - t_ab * (2 * d20 - t_ab * d00)
+    on_ac = app - t_ac * (2 * d21 - t_ac * d11)
+    on_bc = bpp - t_bc * (2 * d_bp - t_bc * d_bc)
+    squared = np.minimum(np.minimum(on_ab, on_ac), on_bc)
+    plane = app - v * (2 * d20 - v * d00) - w * (2 * d21 - w * d11) + 2 * v * w * d01
+    squared = np.maximum(np.where(inside, plane, squared), 0.0)
+    if not barycentric:
+        return squared, None
+    # the region of the nearest point: inside, else the first nearest edge (ab, then ac, then bc)
+    edge_ab = ~inside & (on_ab <= on_ac) & (on_ab <= on_bc)
+    edge_ac = ~inside & ~edge_ab & (on_ac <= on_bc)
+    edge_bc = ~inside & ~edge_ab & ~edge_ac
+    coordinates = np.stack([1 - v - w, v, w], axis=1)
+    coordinates[edge_ab] = np.stack([1 - t_ab, t_ab, np.zeros_like(t_ab)], axis=1)[edge_ab]
+    coordinates[edge_ac] = np.stack([1 - t_ac, np.zeros_like(t_ac), t_ac], axis=1)[edge_ac]
+    coordinates[edge_bc] = np.stack([np.zeros_like(t_bc), 1 - t_bc, t_bc], axis=1)[edge_bc]
+    return squared, coordinates
+
+
 @dataclass
 class Matches:
     """Scan points matched to a triangle surface: the triangle's ``corners`` (N, 3) vertex indices, the
@@ -155,22 +205,20 @@ class TriangleSurface:
         _, nearest = tree.query(moved)
         candidates, in_ring = self.ring[nearest], self.in_ring[nearest]
         owner, _ = np.nonzero(in_ring)  # one (point, triangle) pair per real ring entry, no padding
-        corners = vertices[self.faces[candidates[in_ring]]]
-        on_triangle = closest_point(corners, moved[owner])
+        face_corners = vertices[self.faces]
         distance = np.full(in_ring.shape, np.inf)
-        distance[in_ring] = np.linalg.norm(on_triangle - moved[owner], axis=1)
+        distance[in_ring] = closest_on_triangles(face_corners[candidates[in_ring]], moved[owner], barycentric=False)[0]
         rows = np.arange(n)
-        pick = distance.argmin(axis=1)
-        pair = np.cumsum(in_ring.ravel()).reshape(in_ring.shape)[rows, pick] - 1
-        face = candidates[rows, pick]
-        closest = on_triangle[pair]
-        triangle = corners[pair]
+        face = candidates[rows, distance.argmin(axis=1)]
+        triangle = face_corners[face]
+        barycentric = closest_on_triangles(triangle, moved)[1]
+        closest = np.einsum("nk,nkc->nc", barycentric, triangle)
         normal = np.cross(triangle[:, 1] - triangle[:, 0], triangle[:, 2] - triangle[:, 0])
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
         offset = moved - closest
         valid = (np.linalg.norm(offset, axis=1) < settings.max_match_mm) & (
             np.einsum("nc,nc->n", normal, moved_normals) > settings.min_normal_dot)
-        return Matches(self.faces[face], points_to_barycentric(triangle, closest), closest, normal,
+        return Matches(self.faces[face], barycentric, closest, normal,
                        np.einsum("nc,nc->n", normal, offset), valid)
 
 
@@ -235,28 +283,75 @@ CUBE_ROTATIONS = tuple(
 )
 
 
+def _row_medians(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The median of each row's ``valid`` entries (S, N) -> (S,), as :func:`numpy.median`; 0 for a row with none."""
+    ordered = np.sort(np.where(valid, values, np.inf), axis=1)
+    count = valid.sum(axis=1)
+    rows = np.arange(len(values))
+    low, high = ordered[rows, np.maximum(count - 1, 0) // 2], ordered[rows, np.maximum(count, 1) // 2 - (count == 0)]
+    return np.where(count > 0, 0.5 * (low + high), 0.0)
+
+
+def coarse_icp(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarray, planes: VertexPlanes,
+               starts: list[Similarity], settings: IcpSettings, tree: cKDTree) -> list[tuple[float, Similarity]]:
+    """:func:`icp` on the nearest vertex's tangent plane (:class:`VertexPlanes`) from every start at once
+    (``settings.coarse_iterations`` steps; one tree query and one batched solve per step for all starts):
+    each start's truncated cost (5 mm, :func:`truncated_cost`) and refined pose."""
+    poses = list(starts)
+    active = np.ones(len(poses), dtype=bool)
+    for step in range(settings.coarse_iterations + 1):
+        rotation = np.stack([pose.rotation for pose in poses])
+        moved = (np.array([pose.scale for pose in poses])[:, None, None] * np.einsum("sij,nj->sni", rotation, points)
+                 + np.stack([pose.translation for pose in poses])[:, None])
+        # points beyond max_match_mm are unmatched anyway: the bound spares the tree the far ones (a wrong
+        # orientation's), which it otherwise searches long
+        distance, nearest = tree.query(moved.reshape(-1, 3), distance_upper_bound=settings.max_match_mm)
+        distance = distance.reshape(moved.shape[:2])
+        nearest = np.minimum(nearest, len(vertices) - 1).reshape(moved.shape[:2])
+        normal = planes.normals[nearest]
+        valid = (distance < settings.max_match_mm) & (
+            np.einsum("sni,sic,nc->sn", normal, rotation, point_normals) > settings.min_normal_dot)
+        residual = np.einsum("snc,snc->sn", normal, moved - vertices[nearest])
+        centred = residual - _row_medians(residual, valid)[:, None]
+        sigma = np.maximum(MAD_TO_SIGMA * _row_medians(np.abs(centred), valid), settings.sigma_floor_mm)
+        u = residual / (TUKEY_K * sigma[:, None])
+        w = np.where(valid & (np.abs(u) < 1.0), (1.0 - u**2) ** 2, 0.0)
+        active &= w.sum(axis=1) > 0
+        if step == settings.coarse_iterations or not active.any():
+            break
+        centre = (w[active, :, None] * moved[active]).sum(axis=1) / w[active].sum(axis=1)[:, None]
+        arm = moved[active] - centre[:, None]
+        rows = [np.cross(arm, normal[active]), normal[active]]
+        if settings.with_scale:
+            rows.append(np.einsum("snc,snc->sn", normal[active], arm)[..., None])
+        rows = np.concatenate(rows, axis=2)
+        lhs = np.einsum("snk,sn,snl->skl", rows, w[active], rows) + 1e-6 * np.eye(rows.shape[2])
+        steps = np.linalg.solve(lhs, -np.einsum("snk,sn->sk", rows, w[active] * residual[active])[..., None])[..., 0]
+        for index, delta, point in zip(np.flatnonzero(active), steps, centre):
+            poses[index] = poses[index].then(pose_step(delta, point))
+    cost = np.where(valid, np.minimum(np.abs(residual), 5.0), 5.0) ** 2
+    return list(zip(cost.mean(axis=1).tolist(), poses))
+
+
 def search_poses(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                 anchors: np.ndarray, settings: IcpSettings, tree: cKDTree, n_best: int) -> list[Similarity]:
-    """The multi-start search of the module docstring: the ``n_best`` lowest-cost poses of 24 orientations x
-    ``anchors`` starts whose rotations differ by more than 30 degrees, best first."""
+                 anchors: np.ndarray, settings: IcpSettings, tree: cKDTree,
+                 n_best: int) -> list[tuple[float, Similarity]]:
+    """The multi-start search of the module docstring: the ``n_best`` lowest-cost (truncated cost, pose) of 24
+    orientations x ``anchors`` starts whose rotations differ by more than 30 degrees, best first."""
     rng = np.random.default_rng(0)
     pick = rng.choice(len(points), size=min(settings.coarse_points, len(points)), replace=False)
     sub, sub_normals = points[pick], point_normals[pick]
     planes = VertexPlanes(vertices, faces)
     scan_centroid, scan_axes = principal_axes(points)
     _, model_axes = principal_axes(vertices)
-    found = []
-    for cube in CUBE_ROTATIONS:
-        rotation = model_axes.T @ cube @ scan_axes
-        for anchor in anchors:
-            start = Similarity(1.0, rotation, anchor - rotation @ scan_centroid)
-            pose, matches, _ = icp(sub, sub_normals, vertices, planes, start, settings,
-                                   settings.coarse_iterations, with_scale=settings.with_scale, tree=tree)
-            found.append((truncated_cost(matches, 5.0), pose))
-    chosen: list[Similarity] = []
-    for _, pose in sorted(found, key=lambda item: item[0]):
-        if all(np.trace(pose.rotation @ other.rotation.T) < 1.0 + 2.0 * np.cos(np.radians(30.0)) for other in chosen):
-            chosen.append(pose)
+    starts = [Similarity(1.0, rotation, anchor - rotation @ scan_centroid)
+              for rotation in (model_axes.T @ cube @ scan_axes for cube in CUBE_ROTATIONS) for anchor in anchors]
+    found = coarse_icp(sub, sub_normals, vertices, planes, starts, settings, tree)
+    chosen: list[tuple[float, Similarity]] = []
+    for cost, pose in sorted(found, key=lambda item: item[0]):
+        distinct = 1.0 + 2.0 * np.cos(np.radians(30.0))  # trace of a rotation by 30 degrees
+        if all(np.trace(pose.rotation @ other.rotation.T) < distinct for _, other in chosen):
+            chosen.append((cost, pose))
         if len(chosen) == n_best:
             break
     return chosen
@@ -284,7 +379,8 @@ def register(scan: Scan, face_model: LinearFaceModel, template_mm: np.ndarray | 
 
     For another topology the search keeps its ``n_hypotheses`` best distinct orientations and ``choose``
     (default: the search's best) picks one, e.g. by a short fit of the shape: a near-symmetric head fits a
-    wrong orientation well with the mean shape. The chosen start is refined by ICP.
+    wrong orientation well with the mean shape. A decisive search (``settings.decisive_ratio``) skips
+    ``choose``. The chosen start is refined by ICP.
 
     Raises:
         ValueError: naming the scan, when less than ``settings.min_overlap`` of it matches the template after
@@ -301,8 +397,10 @@ def register(scan: Scan, face_model: LinearFaceModel, template_mm: np.ndarray | 
     else:
         starts = search_poses(points, point_normals, template, face_model.faces, template_anchors(face_model, template),
                               settings, tree, n_hypotheses)
-        start = starts[choose(starts) if choose is not None and len(starts) > 1 else 0]
-        method = f"multi-start ICP ({len(CUBE_ROTATIONS)} orientations, {len(starts)} kept) + ICP"
+        decisive = len(starts) == 1 or starts[1][0] >= settings.decisive_ratio * starts[0][0]
+        start = starts[0 if decisive or choose is None else choose([pose for _, pose in starts])][1]
+        checked = "best taken, decisive" if decisive or choose is None else "checked by a short fit"
+        method = f"multi-start ICP ({len(CUBE_ROTATIONS)} orientations, {len(starts)} kept, {checked}) + ICP"
     pose, found, weights = icp(points, point_normals, template, surface, start, settings, settings.iterations,
                                with_scale=settings.with_scale, tree=tree)
     overlap = float((weights > 0).mean())

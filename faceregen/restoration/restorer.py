@@ -5,7 +5,7 @@ Per scan (:class:`Restorer`):
 
 1. :func:`~faceregen.restoration.registration.register` the face model (its mean, or the image's predicted
    face) to the scan; of another topology's ``n_hypotheses`` best orientations, the one a short fit of the
-   shape matches best.
+   shape matches best (the search's best when it is decisive).
 2. ``completion="face_model"``: the robust IRLS fit of code and pose to the scan's intact surface, the
    image's code as prior when given, then the detail layer (:mod:`~faceregen.restoration.completion`).
    ``completion="mirror"``: the scan mirrored across the face's mid-sagittal plane (the prosthetist's way).
