@@ -170,6 +170,35 @@ def test_registration_recovers_a_known_rigid_motion_and_scale(face_model, topolo
     assert np.abs(registration.landmarks_scan_mm - truth).max() < 0.5
 
 
+def test_only_orientations_near_the_best_are_checked(face_model):
+    """Of the search's kept orientations, those costing decisive_ratio times the best's or more never reach
+    the shape check: a ratio between the second and third costs offers two; an infinite ratio offers every
+    kept one; the default leaves this scan's best alone, taken without the check."""
+    from scipy.spatial import cKDTree
+
+    from faceregen.restoration.registration import scan_samples, search_poses, template_anchors
+
+    vertices, faces = remeshed(face_model.mean_mm.astype(np.float64), face_model.faces)
+    scan = scan_from_arrays(MOTION.apply(vertices), faces, "remeshed", "mm")
+    template = face_model.mean_mm.astype(np.float64)
+    _, points, normals = scan_samples(scan, 4000)
+    costs = [cost for cost, _ in search_poses(points, normals, template, face_model.faces,
+                                              template_anchors(face_model, template), IcpSettings(with_scale=True),
+                                              cKDTree(template), 6)]
+    assert costs == sorted(costs) and costs[1] >= 2.0 * costs[0]
+    offered = {}
+    for ratio in (np.inf, 0.5 * (costs[1] + costs[2]) / costs[0], 2.0):
+        def first(poses, ratio=ratio):
+            offered[ratio] = len(poses)
+            return 0
+
+        registration = register(scan, face_model, settings=IcpSettings(with_scale=True, decisive_ratio=ratio),
+                                n_hypotheses=6, choose=first)
+        assert pose_error(registration.pose, MOTION)[0] < 0.2
+    assert list(offered.values()) == [6, 2]  # and the default ratio's single candidate skips the check
+    assert registration.method.endswith("best taken, decisive) + ICP")
+
+
 def test_the_robust_fit_ignores_a_dent(face_model, wounded):
     code, complete, wound = wounded
     scan = scan_from_arrays(RIGID.apply(wound.vertices_mm), face_model.faces, "dented", "mm")

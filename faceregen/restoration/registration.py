@@ -11,8 +11,8 @@ from the scan's frame (mm) to the face model's.
   the scan's centroid placed on the template's centroid and, for partial scans, on the centroid of its
   face region; each of these 48 starts runs a few ICP steps (to the nearest vertex's tangent plane) on a few
   hundred points (all starts batched, :func:`coarse_icp`), and the few best distinct orientations (lowest
-  truncated residual) are refined; unless the best is decisive (the next costs ``decisive_ratio`` times more),
-  the completion picks the one its shape fits best. Landmarks are then the template's, mapped into the scan.
+  truncated residual) are refined; of those whose cost is within ``decisive_ratio`` times the best's, the
+  completion picks the one its shape fits best (the best alone: it is decisive, no check). Landmarks are then the template's, mapped into the scan.
   This needs no photograph-like render (a grey scan seen from an unknown side gives a face detector nothing
   to find) and copes with any orientation; its basin is the ICP's, about 45 degrees around each of the 24
   starts, which tile the rotations.
@@ -54,8 +54,8 @@ class IcpSettings:
     search; ``min_overlap``: the least share of the scan that must match the model after registration;
     ``with_scale``: also fit a scale (off by default: a scan's units are known, so its scale is 1, and a
     scale fitted against the mean head only absorbs the patient's head size, which the code should carry);
-    ``decisive_ratio``: the search's best orientation is taken without the shape check when the next distinct
-    one's truncated cost is at least this many times higher (``inf``: always check)."""
+    ``decisive_ratio``: the orientations whose truncated cost in the search is at least this many times the
+    best's are dropped before the shape check; the best alone is taken unchecked (``inf``: check all)."""
 
     max_match_mm: float = 20.0
     min_normal_dot: float = 0.3
@@ -379,8 +379,8 @@ def register(scan: Scan, face_model: LinearFaceModel, template_mm: np.ndarray | 
 
     For another topology the search keeps its ``n_hypotheses`` best distinct orientations and ``choose``
     (default: the search's best) picks one, e.g. by a short fit of the shape: a near-symmetric head fits a
-    wrong orientation well with the mean shape. A decisive search (``settings.decisive_ratio``) skips
-    ``choose``. The chosen start is refined by ICP.
+    wrong orientation well with the mean shape. Only the orientations within ``settings.decisive_ratio`` of
+    the best's cost go to ``choose``; the best alone skips it. The chosen start is refined by ICP.
 
     Raises:
         ValueError: naming the scan, when less than ``settings.min_overlap`` of it matches the template after
@@ -397,9 +397,11 @@ def register(scan: Scan, face_model: LinearFaceModel, template_mm: np.ndarray | 
     else:
         starts = search_poses(points, point_normals, template, face_model.faces, template_anchors(face_model, template),
                               settings, tree, n_hypotheses)
-        decisive = len(starts) == 1 or starts[1][0] >= settings.decisive_ratio * starts[0][0]
-        start = starts[0 if decisive or choose is None else choose([pose for _, pose in starts])][1]
-        checked = "best taken, decisive" if decisive or choose is None else "checked by a short fit"
+        candidates = [pose for cost, pose in starts if cost < settings.decisive_ratio * starts[0][0]] or [starts[0][1]]
+        if len(candidates) == 1 or choose is None:
+            start, checked = candidates[0], "best taken, decisive"
+        else:
+            start, checked = candidates[choose(candidates)], f"{len(candidates)} checked by a short fit"
         method = f"multi-start ICP ({len(CUBE_ROTATIONS)} orientations, {len(starts)} kept, {checked}) + ICP"
     pose, found, weights = icp(points, point_normals, template, surface, start, settings, settings.iterations,
                                with_scale=settings.with_scale, tree=tree)
