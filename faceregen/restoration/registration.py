@@ -12,7 +12,8 @@ from the scan's frame (mm) to the face model's.
   face region; each of these 48 starts runs a few ICP steps (to the nearest vertex's tangent plane) on a few
   hundred points (all starts batched, :func:`coarse_icp`), and the few best distinct orientations (lowest
   truncated residual) are refined; of those whose cost is within ``decisive_ratio`` times the best's, the
-  completion picks the one its shape fits best (the best alone: it is decisive, no check). Landmarks are then the template's, mapped into the scan.
+  completion picks the one its shape fits best (the best alone: it is decisive, no check). Landmarks are
+  then the template's, mapped into the scan.
   This needs no photograph-like render (a grey scan seen from an unknown side gives a face detector nothing
   to find) and copes with any orientation; its basin is the ICP's, about 45 degrees around each of the 24
   starts, which tile the rotations.
@@ -222,24 +223,7 @@ class TriangleSurface:
                        np.einsum("nc,nc->n", normal, offset), valid)
 
 
-class VertexPlanes:
-    """The cheap matcher of the orientation search: the nearest vertex's tangent plane (vertex normals)."""
-
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
-        self.normals = vertex_normals(vertices, faces)
-
-    def match(self, moved: np.ndarray, moved_normals: np.ndarray, vertices: np.ndarray, tree: cKDTree,
-              settings: IcpSettings) -> Matches:
-        distance, nearest = tree.query(moved)
-        normal = self.normals[nearest]
-        valid = (distance < settings.max_match_mm) & (np.einsum("nc,nc->n", normal, moved_normals) > settings.min_normal_dot)
-        corners = np.repeat(nearest[:, None], 3, axis=1)
-        barycentric = np.tile([1.0, 0.0, 0.0], (len(moved), 1))
-        return Matches(corners, barycentric, vertices[nearest], normal,
-                       np.einsum("nc,nc->n", normal, moved - vertices[nearest]), valid)
-
-
-def icp(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarray, surface: TriangleSurface | VertexPlanes,
+def icp(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarray, surface: TriangleSurface,
         pose: Similarity, settings: IcpSettings, iterations: int, with_scale: bool = True,
         tree: cKDTree | None = None) -> tuple[Similarity, Matches, np.ndarray]:
     """Robust point-to-plane ICP of scan points (unit normals) onto a triangle surface.
@@ -292,9 +276,10 @@ def _row_medians(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(count > 0, 0.5 * (low + high), 0.0)
 
 
-def coarse_icp(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarray, planes: VertexPlanes,
+def coarse_icp(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarray, normals: np.ndarray,
                starts: list[Similarity], settings: IcpSettings, tree: cKDTree) -> list[tuple[float, Similarity]]:
-    """:func:`icp` on the nearest vertex's tangent plane (:class:`VertexPlanes`) from every start at once
+    """The search's cheap ICP: :func:`icp`'s steps with each point matched to the nearest vertex's tangent
+    plane (its unit ``normals`` (V, 3)) instead of the nearest triangle, from every start at once
     (``settings.coarse_iterations`` steps; one tree query and one batched solve per step for all starts):
     each start's truncated cost (5 mm, :func:`truncated_cost`) and refined pose."""
     poses = list(starts)
@@ -308,7 +293,7 @@ def coarse_icp(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarr
         distance, nearest = tree.query(moved.reshape(-1, 3), distance_upper_bound=settings.max_match_mm)
         distance = distance.reshape(moved.shape[:2])
         nearest = np.minimum(nearest, len(vertices) - 1).reshape(moved.shape[:2])
-        normal = planes.normals[nearest]
+        normal = normals[nearest]
         valid = (distance < settings.max_match_mm) & (
             np.einsum("sni,sic,nc->sn", normal, rotation, point_normals) > settings.min_normal_dot)
         residual = np.einsum("snc,snc->sn", normal, moved - vertices[nearest])
@@ -341,15 +326,14 @@ def search_poses(points: np.ndarray, point_normals: np.ndarray, vertices: np.nda
     rng = np.random.default_rng(0)
     pick = rng.choice(len(points), size=min(settings.coarse_points, len(points)), replace=False)
     sub, sub_normals = points[pick], point_normals[pick]
-    planes = VertexPlanes(vertices, faces)
     scan_centroid, scan_axes = principal_axes(points)
     _, model_axes = principal_axes(vertices)
     starts = [Similarity(1.0, rotation, anchor - rotation @ scan_centroid)
               for rotation in (model_axes.T @ cube @ scan_axes for cube in CUBE_ROTATIONS) for anchor in anchors]
-    found = coarse_icp(sub, sub_normals, vertices, planes, starts, settings, tree)
+    found = coarse_icp(sub, sub_normals, vertices, vertex_normals(vertices, faces), starts, settings, tree)
     chosen: list[tuple[float, Similarity]] = []
+    distinct = 1.0 + 2.0 * np.cos(np.radians(30.0))  # the trace of a rotation by 30 degrees
     for cost, pose in sorted(found, key=lambda item: item[0]):
-        distinct = 1.0 + 2.0 * np.cos(np.radians(30.0))  # trace of a rotation by 30 degrees
         if all(np.trace(pose.rotation @ other.rotation.T) < distinct for _, other in chosen):
             chosen.append((cost, pose))
         if len(chosen) == n_best:
