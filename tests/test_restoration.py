@@ -126,6 +126,26 @@ def test_closest_on_triangles_hand_computed():
     np.testing.assert_allclose(barycentric @ segment, [[1.0, 0.0, 0.0]], atol=1e-12)
 
 
+def test_tukey_weights_of_rows_are_each_rows_own():
+    """Rows of residuals with a mask weigh as each row's valid residuals alone (an all-masked row: the floor);
+    a hand-computed row: residuals 0, 1, 2, 3, 40 have median 2 and MAD 1, so sigma 1.4826 and the 40 drops."""
+    from faceregen.restoration.registration import TUKEY_K, tukey_weights
+
+    weights, sigma = tukey_weights(np.array([0.0, 1.0, 2.0, 3.0, 40.0]), 0.3)
+    assert sigma == pytest.approx(1.4826)
+    u = np.array([0.0, 1.0, 2.0, 3.0]) / (TUKEY_K * 1.4826)
+    np.testing.assert_allclose(weights, np.r_[(1 - u**2) ** 2, 0.0])
+    rng = np.random.default_rng(0)
+    residuals, valid = rng.normal(size=(4, 30)), rng.random((4, 30)) > 0.3
+    valid[3] = False
+    rows, sigmas = tukey_weights(residuals, 0.3, valid)
+    for row, mask, w, s in zip(residuals, valid, rows, sigmas):
+        alone, alone_sigma = tukey_weights(row[mask], 0.3)
+        np.testing.assert_array_equal(w[mask], alone)
+        assert s == alone_sigma and not w[~mask].any()
+    assert sigmas[3] == 0.3
+
+
 def test_the_batched_search_steps_each_start_as_if_alone(face_model):
     """:func:`coarse_icp` steps every start at once: each start's pose and cost are those of the same ICP
     from that start alone; near the truth it converges onto the scan, turned round by 1.6 rad it does not."""

@@ -86,12 +86,29 @@ class Registration:
                 "overlap": round(self.overlap, 4), "rms_mm": round(self.rms_mm, 4)}
 
 
-def tukey_weights(residuals_mm: np.ndarray, sigma_floor_mm: float) -> tuple[np.ndarray, float]:
-    """Tukey biweights (N,) of residuals and the robust scale ``sigma`` they used (module docstring)."""
+def _medians(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The median of the ``valid`` entries along the last axis (..., N) -> (...), as :func:`numpy.median`;
+    0 where there are none."""
+    if values.shape[-1] == 0:
+        return np.zeros(values.shape[:-1])
+    ordered = np.sort(np.where(valid, values, np.inf), axis=-1)  # the valid ones first
+    count = valid.sum(axis=-1, keepdims=True)
+    low = np.take_along_axis(ordered, np.maximum(count - 1, 0) // 2, axis=-1)
+    high = np.take_along_axis(ordered, np.maximum(count, 1) // 2, axis=-1)
+    return np.where(count > 0, 0.5 * (low + high), 0.0)[..., 0]
+
+
+def tukey_weights(residuals_mm: np.ndarray, sigma_floor_mm: float,
+                  valid: np.ndarray | None = None) -> tuple[np.ndarray, float | np.ndarray]:
+    """Tukey biweights of residuals (N,) and the robust scale ``sigma`` they used (module docstring); for
+    rows of residuals (S, N) with their ``valid`` mask, each row's weights (0 where not valid) and scale (S,)."""
     r = np.asarray(residuals_mm, dtype=np.float64)
-    sigma = max(MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) if len(r) else 0.0, sigma_floor_mm)
-    u = r / (TUKEY_K * sigma)
-    return np.where(np.abs(u) < 1.0, (1.0 - u**2) ** 2, 0.0), sigma
+    valid = np.ones(r.shape, dtype=bool) if valid is None else valid
+    centred = r - _medians(r, valid)[..., None]
+    sigma = np.maximum(MAD_TO_SIGMA * _medians(np.abs(centred), valid), sigma_floor_mm)
+    u = r / (TUKEY_K * sigma[..., None])
+    weights = np.where(valid & (np.abs(u) < 1.0), (1.0 - u**2) ** 2, 0.0)
+    return weights, (float(sigma) if r.ndim == 1 else sigma)
 
 
 def rotation_from_vector(w: np.ndarray) -> np.ndarray:
@@ -267,15 +284,6 @@ CUBE_ROTATIONS = tuple(
 )
 
 
-def _row_medians(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The median of each row's ``valid`` entries (S, N) -> (S,), as :func:`numpy.median`; 0 for a row with none."""
-    ordered = np.sort(np.where(valid, values, np.inf), axis=1)
-    count = valid.sum(axis=1)
-    rows = np.arange(len(values))
-    low, high = ordered[rows, np.maximum(count - 1, 0) // 2], ordered[rows, np.maximum(count, 1) // 2 - (count == 0)]
-    return np.where(count > 0, 0.5 * (low + high), 0.0)
-
-
 def coarse_icp(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarray, normals: np.ndarray,
                starts: list[Similarity], settings: IcpSettings, tree: cKDTree) -> list[tuple[float, Similarity]]:
     """The search's cheap ICP: :func:`icp`'s steps with each point matched to the nearest vertex's tangent
@@ -297,10 +305,7 @@ def coarse_icp(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarr
         valid = (distance < settings.max_match_mm) & (
             np.einsum("sni,sic,nc->sn", normal, rotation, point_normals) > settings.min_normal_dot)
         residual = np.einsum("snc,snc->sn", normal, moved - vertices[nearest])
-        centred = residual - _row_medians(residual, valid)[:, None]
-        sigma = np.maximum(MAD_TO_SIGMA * _row_medians(np.abs(centred), valid), settings.sigma_floor_mm)
-        u = residual / (TUKEY_K * sigma[:, None])
-        w = np.where(valid & (np.abs(u) < 1.0), (1.0 - u**2) ** 2, 0.0)
+        w = tukey_weights(residual, settings.sigma_floor_mm, valid)[0]
         active &= w.sum(axis=1) > 0
         if step == settings.coarse_iterations or not active.any():
             break
