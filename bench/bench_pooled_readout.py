@@ -1,0 +1,111 @@
+"""The transfer run's read-out refitted on the pooled features of the complete faces and the imperfect train split.
+
+The `transfer` setting fits its linear read-out in closed form as a ridge toward the base model's read-out
+(``faceregen.encoders.readout``: an isotropic prior ``alpha |W - W0|^2``). For a linear read-out the exact
+prior from the base stage's data is their Gram matrix: a ridge on the pooled features of the base
+stage's complete faces and the imperfect train split (alpha chosen on the imperfect validation split) is the
+posterior that fine-tuning approximates. This prints, on the test split (face region and inside the wound
+after a rigid fit, mm): the run's own read-out, a ridge on the imperfect train split alone, and pooled ridges
+with more and more of the complete faces. The identity encoder is the run's (frozen), features standardised
+as the run standardises them.
+
+    python bench/bench_pooled_readout.py [--ckpt <transfer run>/checkpoints/<best>.ckpt]
+
+Without ``--ckpt``: the best finished ``transfer`` run under ``logs/`` (none: skipped, ``make train`` first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from faceregen.encoders.readout import fit_ridge_readout  # noqa: E402
+from faceregen.evaluation import runs  # noqa: E402
+from faceregen.evaluation.linear_probe import best_fit_codes  # noqa: E402
+from faceregen.evaluation.protocol import EvaluationProtocol  # noqa: E402
+from training.building import with_face_model  # noqa: E402
+from training.trained_run import load_trained_run  # noqa: E402
+
+
+def arrays(datamodule, split: str) -> dict[str, np.ndarray]:
+    dataset = getattr(datamodule, f"{split}_dataset")
+    batch = dataset.__getitems__(list(range(len(dataset))))
+    return {"image": batch["image"].numpy(), "vertices_mm": batch["vertices_mm"].numpy(),
+            "wound": (batch["wound_mask"] & batch["has_wound_mask"][:, None]).numpy()}
+
+
+@torch.no_grad()
+def features(encoder, images: np.ndarray) -> np.ndarray:
+    """The standardised mid-level features the run's read-out sees (N, D)."""
+    out = [encoder.feature_standardizer(encoder.pooled_stages(encoder.normalize_input(torch.from_numpy(images[s:s + 100]))))
+           for s in range(0, len(images), 100)]
+    return torch.cat(out).double().numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", type=Path, default=None, help="a transfer run's checkpoint")
+    args = parser.parse_args()
+    if args.ckpt is None:
+        records = runs.find_finished_runs(ROOT / "logs") if (ROOT / "logs").is_dir() else []
+        records = [r for r in records if r.setting == "transfer" and r.best_checkpoint is not None]
+        if not records:
+            print("skipped: no finished transfer run under logs/ (make train first)")
+            return
+        args.ckpt = runs.best_run(records, "transfer").best_checkpoint
+    print(f"run: {args.ckpt}")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tempfile.mkdtemp()}"])
+    run = load_trained_run(args.ckpt, cfg.paths, {}, [])
+    module, face_model = run.module.eval(), run.face_model
+    encoder = module.identity_encoder
+    if getattr(encoder, "feature_standardizer", None) is None:
+        print(f"skipped: {args.ckpt} reads the backbone's final embedding, not standardised mid-level features")
+        return
+    imperfect = run.test_datamodule()
+    imperfect.setup()
+    complete = with_face_model(run.config.data)(face_model=face_model, alignment=encoder.alignment,
+                                                root=cfg.base_stage.generator.root)
+    complete.setup()
+    data = {split: arrays(imperfect, split) for split in ("train", "val", "test")}
+    base = {split: arrays(complete, split) for split in ("train", "val", "test")}
+    x = {split: features(encoder, part["image"]) for split, part in data.items()}
+    x_base = {split: features(encoder, part["image"]) for split, part in base.items()}
+    k = module.face_model_decoder.n_components
+    protocol = EvaluationProtocol.for_face_model(face_model)
+    face = protocol.face
+    basis, mean = face_model.basis_mm[:, :, :k], face_model.mean_mm
+
+    def report(name: str, codes: np.ndarray) -> None:
+        predicted = np.einsum("vck,nk->nvc", basis, codes) + mean
+        metrics = protocol.per_sample(predicted, data["test"]["vertices_mm"], data["test"]["wound"], False)
+        print(f"{name:52s} face {np.nanmean(metrics['face_rigid_mm']):.3f}  wound {np.nanmean(metrics['wound_rigid_mm']):.3f}",
+              flush=True)
+
+    output = module.mapping_network.output
+    report("the run's read-out", x["test"] @ output.weight.detach().double().numpy().T + output.bias.detach().double().numpy())
+    codes = {split: best_fit_codes(face_model, part["vertices_mm"], k) for split, part in data.items()}
+    codes_base = {split: best_fit_codes(face_model, part["vertices_mm"], k) for split, part in base.items()}
+    val_face = data["val"]["vertices_mm"][:, face]
+    for parts in ((), ("train",), ("train", "val"), ("train", "val", "test")):
+        features_ = np.concatenate([x_base[p] for p in parts] + [x["train"]])
+        targets = np.concatenate([codes_base[p] for p in parts] + [codes["train"]])
+        readout = fit_ridge_readout(features_, targets, x["val"], val_face, basis[face], mean[face])
+        label = "imperfect train" + "".join(f" + complete {p}" for p in parts)
+        report(f"ridge on {label} ({len(features_)} images)", readout.predict_codes(x["test"]))
+
+
+if __name__ == "__main__":
+    main()
