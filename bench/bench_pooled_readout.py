@@ -37,13 +37,7 @@ from faceregen.evaluation.linear_probe import best_fit_codes  # noqa: E402
 from faceregen.evaluation.protocol import EvaluationProtocol  # noqa: E402
 from training.building import with_face_model  # noqa: E402
 from training.trained_run import load_trained_run  # noqa: E402
-
-
-def arrays(datamodule, split: str) -> dict[str, np.ndarray]:
-    dataset = getattr(datamodule, f"{split}_dataset")
-    batch = dataset.__getitems__(list(range(len(dataset))))
-    return {"image": batch["image"].numpy(), "vertices_mm": batch["vertices_mm"].numpy(),
-            "wound": (batch["wound_mask"] & batch["has_wound_mask"][:, None]).numpy()}
+from evaluate import dataset_arrays  # noqa: E402
 
 
 @torch.no_grad()
@@ -79,8 +73,8 @@ def main() -> None:
     complete = with_face_model(run.config.data)(face_model=face_model, alignment=encoder.alignment,
                                                 root=cfg.base_stage.generator.root)
     complete.setup()
-    data = {split: arrays(imperfect, split) for split in ("train", "val", "test")}
-    base = {split: arrays(complete, split) for split in ("train", "val", "test")}
+    data = {split: dataset_arrays(imperfect, getattr(imperfect, f"{split}_dataset")) for split in ("train", "val", "test")}
+    base = {split: dataset_arrays(complete, getattr(complete, f"{split}_dataset")) for split in ("train", "val", "test")}
     x = {split: features(encoder, part["image"]) for split, part in data.items()}
     x_base = {split: features(encoder, part["image"]) for split, part in base.items()}
     k = module.face_model_decoder.n_components
@@ -90,7 +84,7 @@ def main() -> None:
 
     def report(name: str, codes: np.ndarray) -> None:
         predicted = np.einsum("vck,nk->nvc", basis, codes) + mean
-        metrics = protocol.per_sample(predicted, data["test"]["vertices_mm"], data["test"]["wound"], False)
+        metrics = protocol.per_sample(predicted, data["test"]["vertices_mm"], data["test"]["wound_mask"], False)
         print(f"{name:52s} face {np.nanmean(metrics['face_rigid_mm']):.3f}  wound {np.nanmean(metrics['wound_rigid_mm']):.3f}",
               flush=True)
 
