@@ -31,7 +31,7 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from faceregen.encoders.readout import fit_ridge_readout  # noqa: E402
+from faceregen.encoders.readout import ReadoutStatistics, fit_ridge_readout  # noqa: E402
 from faceregen.evaluation import runs  # noqa: E402
 from faceregen.evaluation.linear_probe import best_fit_codes  # noqa: E402
 from faceregen.evaluation.protocol import EvaluationProtocol  # noqa: E402
@@ -96,7 +96,7 @@ def main() -> None:
     for parts in ((), ("train",), ("train", "val"), ("train", "val", "test")):
         features_ = np.concatenate([x_base[p] for p in parts] + [x["train"]])
         targets = np.concatenate([codes_base[p] for p in parts] + [codes["train"]])
-        readout = fit_ridge_readout(features_, targets, x["val"], val_face, basis[face], mean[face])
+        readout = fit_ridge_readout(ReadoutStatistics.of(features_, targets), x["val"], val_face, basis[face], mean[face])
         label = "imperfect train" + "".join(f" + complete {p}" for p in parts)
         report(f"ridge on {label} ({len(features_)} images)", readout.predict_codes(x["test"]))
 

@@ -30,7 +30,7 @@ from torch import nn
 from torchmetrics import CatMetric, MeanMetric
 
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict
-from faceregen.encoders.readout import fit_ridge_readout
+from faceregen.encoders.readout import ReadoutStatistics, fit_ridge_readout
 from faceregen.evaluation.linear_probe import best_fit_codes
 from faceregen.evaluation.protocol import SAMPLE_METRICS, EvaluationProtocol, now_images
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
@@ -67,6 +67,10 @@ class MICAModule(pl.LightningModule):
             closed form to the training images' best-fit codes, toward the read-out it starts from, the
             ridge strength chosen on the validation images (:mod:`faceregen.encoders.readout`); SGD then
             fine-tunes from there. None: SGD only (MICA).
+        base_statistics: read-out statistics of the base stage's data (``readout_statistics.npz`` beside the
+            embedded base model; :meth:`readout_statistics`) for ``readout_init=ridge``: the read-out is
+            fitted on them pooled with the training images' rather than toward the base read-out. Only for
+            an encoder whose features are the base stage's (not after SwAV).
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class MICAModule(pl.LightningModule):
         now_val_images: int = 16,
         now_test_images: int = 60,
         readout_init: str | None = None,
+        base_statistics: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler"])
@@ -108,6 +113,8 @@ class MICAModule(pl.LightningModule):
         if readout_init and not getattr(self.mapping_network, "is_linear", False):
             raise ValueError("readout_init=ridge fits a linear read-out: set model.mapping_network.hidden_dim=null "
                              "and hidden_layers=0")
+        if base_statistics and not readout_init:
+            raise ValueError(f"base_statistics={base_statistics!r} serves the closed-form read-out: set readout_init=ridge")
         self._face_model = face_model
         if base_checkpoint:
             self.load_base_checkpoint(base_checkpoint)
@@ -139,47 +146,68 @@ class MICAModule(pl.LightningModule):
 
     # --- the read-out in closed form ---------------------------------------------------------------
     @torch.no_grad()
-    def _features_and_heads(self, loader, set_statistics: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Identity features (N, D) as the mapping network sees them in eval mode, and the heads (N, V, 3).
-        ``set_statistics``: the mid-level features' standardisation first takes these images' mean and variance."""
+    def _raw_features_and_heads(self, loader) -> tuple[np.ndarray, np.ndarray]:
+        """Identity features before their standardisation (N, D) and the heads (N, V, 3); eval mode."""
         encoder = self.identity_encoder
-        standardizer = getattr(encoder, "feature_standardizer", None)
         features, heads = [], []
         for batch in loader:
             images = encoder.normalize_input(batch["image"].to(self.device))
-            features.append(encoder.pooled_stages(images) if standardizer is not None else encoder(images))
+            features.append(encoder.pooled_stages(images) if encoder.feature_standardizer is not None else encoder(images))
             heads.append(batch["vertices_mm"].numpy())
-        features = torch.cat(features)
-        if standardizer is not None:
-            if set_statistics:
-                standardizer.running_mean.copy_(features.mean(0))
-                standardizer.running_var.copy_(features.var(0))
-                standardizer.num_batches_tracked.fill_(1)
-            features = standardizer(features)
-        return features.double().cpu().numpy(), np.concatenate(heads)
+        return torch.cat(features).double().cpu().numpy(), np.concatenate(heads)
+
+    def _best_fit_codes(self, heads: np.ndarray) -> np.ndarray:
+        return best_fit_codes(self._face_model, heads, self.face_model_decoder.n_components)
+
+    def readout_statistics(self, loader) -> ReadoutStatistics:
+        """What a read-out learns from ``loader``'s images: their features before standardisation and their
+        heads' best-fit codes (the base stage keeps them for the fine-tuning's read-out)."""
+        training = self.training
+        self.eval()
+        features, heads = self._raw_features_and_heads(loader)
+        self.train(training)
+        return ReadoutStatistics.of(features, self._best_fit_codes(heads))
 
     @torch.no_grad()
     def fit_readout(self, train_loader, val_loader) -> None:
         """``readout_init=ridge`` (see the class docstring). The mid-level features' standardisation first
         takes the training images' mean and variance (the encoder may have changed since the statistics were
         last set, e.g. by SwAV: statistics that no longer fit made the first SGD epoch of ssl_20pct jump from
-        3.8 to 6.6 mm)."""
+        3.8 to 6.6 mm). With ``base_statistics`` the ridge is fitted on those pooled with the training
+        images' (no prior read-out); else toward the read-out the module starts from."""
         training = self.training
         self.eval()
-        features, heads = self._features_and_heads(train_loader, set_statistics=True)
-        val_features, val_heads = self._features_and_heads(val_loader)
+        features, heads = self._raw_features_and_heads(train_loader)
+        standardizer = self.identity_encoder.feature_standardizer
+        if standardizer is not None:
+            standardizer.running_mean.copy_(torch.from_numpy(features.mean(0)))
+            standardizer.running_var.copy_(torch.from_numpy(features.var(0, ddof=1)))
+            standardizer.num_batches_tracked.fill_(1)
+        statistics = ReadoutStatistics.of(features, self._best_fit_codes(heads))
+        output = self.mapping_network.output
+        prior = output.weight.double().cpu().numpy().T if self.hparams.base_checkpoint else None
+        path = self.hparams.base_statistics
+        if path:
+            try:
+                statistics = statistics.pooled(ReadoutStatistics.load(path))
+            except ValueError as err:
+                raise ValueError(f"base_statistics={path}: {err}") from err
+            prior = None
+        val_features, val_heads = self._raw_features_and_heads(val_loader)
+        if standardizer is not None:
+            mean = standardizer.running_mean.double().cpu().numpy()
+            scale = np.sqrt(standardizer.running_var.double().cpu().numpy() + standardizer.eps)
+            statistics, val_features = statistics.standardized(mean, scale), (val_features - mean) / scale
         face = self.protocol.face
         k = self.face_model_decoder.n_components
-        output = self.mapping_network.output
         readout = fit_ridge_readout(
-            features, best_fit_codes(self._face_model, heads, k), val_features, val_heads[:, face],
-            self._face_model.basis_mm[face][:, :, :k], self._face_model.mean_mm[face],
-            prior_weights=output.weight.double().cpu().numpy().T if self.hparams.base_checkpoint else None,
+            statistics, val_features, val_heads[:, face],
+            self._face_model.basis_mm[face][:, :, :k], self._face_model.mean_mm[face], prior_weights=prior,
         )
         output.weight.copy_(torch.from_numpy(readout.weights.T))
         output.bias.copy_(torch.from_numpy(readout.bias))
-        log.info("read-out fitted in closed form on %d images: alpha %.3g, validation face error %.3f mm",
-                 len(features), readout.alpha, readout.val_face_mm)
+        log.info("read-out fitted in closed form on %d images%s: alpha %.3g, validation face error %.3f mm",
+                 statistics.count, f" (with {path})" if path else "", readout.alpha, readout.val_face_mm)
         self.train(training)
 
     def on_fit_start(self) -> None:

@@ -43,8 +43,9 @@ def tiny(cfg, tmp_path: Path):
 
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_settings_start_from_the_base_model_except_scratch(setting, tmp_path, monkeypatch):
-    """What `run` does for each setting: the stages it asks for, the checkpoint MICA is built from, whether
-    the encoder starts pretrained, and whether it trains (the stages and MICA are stand-ins here)."""
+    """What `run` does for each setting: the stages it asks for, the checkpoint MICA is built from, the base
+    stage's read-out statistics it pools with, whether the encoder starts pretrained, and whether it trains
+    (the stages and MICA are stand-ins here)."""
     import training.runner as runner
 
     base, ssl = tmp_path / "base" / "mica_base.tar", tmp_path / "ssl" / "mica_ssl.tar"
@@ -57,7 +58,8 @@ def test_settings_start_from_the_base_model_except_scratch(setting, tmp_path, mo
         pass
 
     def built(cfg, **overrides):
-        calls.append(("mica", overrides.get("base_checkpoint"), cfg.model.identity_encoder.pretrained, cfg.train))
+        calls.append(("mica", overrides.get("base_checkpoint"), overrides.get("base_statistics"),
+                      cfg.model.identity_encoder.pretrained, cfg.train))
         raise Built
 
     monkeypatch.setattr(runner, "prepare_data_and_model", built)
@@ -66,12 +68,13 @@ def test_settings_start_from_the_base_model_except_scratch(setting, tmp_path, mo
         cfg.paths.output_dir = str(tmp_path)
     with pytest.raises(Built):
         runner.run(cfg)
+    statistics = str(runner.BaseStage(cfg).statistics_path())  # the base encoder's: not after SwAV
     expected = {
-        "pretrained": ["base", ("mica", str(base), "default", False)],
-        "transfer": ["base", ("mica", str(base), "default", True)],
-        "scratch": [("mica", None, None, True)],
-        "ssl_20pct": ["base", ("ssl", base, 0.2), ("mica", str(ssl), "default", True)],
-        "ssl_100pct": ["base", ("ssl", base, 1.0), ("mica", str(ssl), "default", True)],
+        "pretrained": ["base", ("mica", str(base), statistics, "default", False)],
+        "transfer": ["base", ("mica", str(base), statistics, "default", True)],
+        "scratch": [("mica", None, None, None, True)],
+        "ssl_20pct": ["base", ("ssl", base, 0.2), ("mica", str(ssl), None, "default", True)],
+        "ssl_100pct": ["base", ("ssl", base, 1.0), ("mica", str(ssl), None, "default", True)],
     }
     assert calls == expected[setting]
 
@@ -181,6 +184,7 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     seed) reuses both stages from the cache without training them again."""
     import json
 
+    from faceregen.encoders.readout import ReadoutStatistics
     from training.base_stage import BaseStage
     from training.runner import run
     from training.ssl_stage import SSLStage
@@ -193,6 +197,8 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     stages = json.loads((tmp_path / "run" / "stages.json").read_text())
     assert Path(stages["start_checkpoint"]).name == "mica_ssl.tar" and Path(stages["base_stage_dir"]).is_dir()
     assert len(list((tmp_path / "cache" / "base_model").glob("*/mica_base.tar"))) == 1
+    # the base stage's read-out statistics: its train and validation images, 6 + 2 of 10 identities x 2 lights
+    assert ReadoutStatistics.load(BaseStage(cfg).statistics_path()).count == 16
     assert len(list((tmp_path / "cache" / "ssl_stage").glob("*/mica_ssl.tar"))) == 1
     swav_history = json.loads(next((tmp_path / "cache" / "ssl_stage").glob("*/metrics.json")).read_text())["history"]
     assert "ssl/loss_epoch" in swav_history[-1] or "ssl/loss" in swav_history[-1]

@@ -7,7 +7,10 @@ identities disjoint from the imperfect set: another name prefix and seed; more v
 head poses) and saves it in MICA's checkpoint layout, so the loader that reads a user's ``mica.tar``
 reads it too. It is a :class:`~training.cached_stage.CachedStage`: built once under a key of everything
 that decides it, its own training seed (``base_stage.seed``: every run seed shares one base model, the same
-whichever job built it) included.
+whichever job built it) included. Beside the model it keeps the read-out statistics of its features on its
+train and validation images (``readout_statistics.npz``): a run that fine-tunes the base model directly
+fits its closed-form read-out on them pooled with its own training images (``MICAModule``'s
+``base_statistics``).
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ def base_stage_config(cfg: DictConfig, folder: Path) -> DictConfig:
 class BaseStage(CachedStage):
     """MICA trained on the complete faces of ``cfg.base_stage.generator``, saved as ``mica_base.tar``."""
 
-    version = 2
+    version = 3
     checkpoint_name = "mica_base.tar"
+    statistics_name = "readout_statistics.npz"
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg, cfg.base_stage)
@@ -74,6 +78,13 @@ class BaseStage(CachedStage):
         trainer.fit(module, datamodule=datamodule)
         trainer.test(module, datamodule=datamodule, ckpt_path="best")
 
-    def save(self, module, checkpoint: Path) -> None:
+    def statistics_path(self) -> Path:
+        """The read-out statistics of the base model's features on its train and validation images."""
+        return self.folder() / self.statistics_name
+
+    def save(self, module, datamodule, checkpoint: Path) -> None:
+        """The config, the read-out statistics (a fine-tuning's read-out pools them with its own), the model."""
         OmegaConf.save(base_stage_config(self.cfg, checkpoint.parent), checkpoint.parent / "config.yaml")
+        statistics = module.readout_statistics(datamodule.train_dataloader())
+        statistics.pooled(module.readout_statistics(datamodule.val_dataloader())).save(checkpoint.parent / self.statistics_name)
         save_mica_checkpoint(checkpoint, module.identity_encoder.encoder_state_dict(), module.mapping_network.state_dict())

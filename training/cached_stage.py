@@ -100,8 +100,8 @@ class CachedStage(ABC):
         """The module, its datamodule, the trainer's config and extra ``Trainer`` keyword arguments."""
 
     @abstractmethod
-    def save(self, module: pl.LightningModule, checkpoint: Path) -> None:
-        """Write the stage's checkpoint (rank 0, after fitting)."""
+    def save(self, module: pl.LightningModule, datamodule: pl.LightningDataModule, checkpoint: Path) -> None:
+        """Write the stage's checkpoint, last (rank 0, after fitting)."""
 
     def fit(self, trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
         trainer.fit(module, datamodule=datamodule)
@@ -132,5 +132,5 @@ class CachedStage(ABC):
         )
         self.fit(trainer, module, datamodule)
         if trainer.global_rank == 0:
-            self.save(module, checkpoint)
+            self.save(module, datamodule, checkpoint)
         trainer.strategy.barrier()

@@ -57,7 +57,10 @@ def run(cfg: DictConfig) -> float | None:
     overrides = {}
     start = cfg.model.get("base_checkpoint")
     if start == EMBEDDED:
-        start = BaseStage(cfg).checkpoint()
+        base = BaseStage(cfg)
+        start = base.checkpoint()
+        if cfg.model.get("readout_init") and not cfg.get("ssl_stage"):
+            overrides["base_statistics"] = str(base.statistics_path())
     if cfg.get("ssl_stage"):
         if not start:
             raise ValueError("ssl_stage needs a base_checkpoint to start SwAV from (embedded or a mica.tar)")

@@ -74,7 +74,7 @@ class SSLStage(CachedStage):
         )
         return swav, datamodule, cfg.trainer, {"enable_checkpointing": False}
 
-    def save(self, module, checkpoint: Path) -> None:
+    def save(self, module, datamodule, checkpoint: Path) -> None:
         trained = module.encoder_state_dict()
         if "mapping_network" not in trained:  # the base model's, as stage 2 would have started from it
             trained["mapping_network"] = load_mica_checkpoint(self.start_checkpoint)[1]

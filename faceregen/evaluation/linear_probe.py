@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceregen.encoders.readout import fit_ridge_readout
+from faceregen.encoders.readout import ReadoutStatistics, fit_ridge_readout
 from faceregen.face_model.decoder import evaluation_vertices
 from faceregen.face_model.linear import LinearFaceModel
 
@@ -72,7 +72,7 @@ def fit_linear_probe(
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     face = model.region_mask("face")
     readout = fit_ridge_readout(
-        (x - mean) / std, train_codes, (np.asarray(val_features, np.float64) - mean) / std,
+        ReadoutStatistics.of((x - mean) / std, train_codes), (np.asarray(val_features, np.float64) - mean) / std,
         np.asarray(val_vertices_mm)[:, face], model.basis_mm[face], model.mean_mm[face],
     )
     return LinearProbe(mean, std, readout.weights, readout.bias, readout.alpha)
