@@ -1,13 +1,12 @@
-"""The transfer run's read-out refitted on the pooled features of the complete faces and the imperfect train split.
+"""How much the complete faces add to the transfer run's read-out: ridges on more and more of them.
 
-The `transfer` setting fits its linear read-out in closed form as a ridge toward the base model's read-out
-(``faceregen.encoders.readout``: an isotropic prior ``alpha |W - W0|^2``). For a linear read-out the exact
-prior from the base stage's data is their Gram matrix: a ridge on the pooled features of the base
-stage's complete faces and the imperfect train split (alpha chosen on the imperfect validation split) is the
-posterior that fine-tuning approximates. This prints, on the test split (face region and inside the wound
-after a rigid fit, mm): the run's own read-out, a ridge on the imperfect train split alone, and pooled ridges
-with more and more of the complete faces. The identity encoder is the run's (frozen), features standardised
-as the run standardises them.
+The `transfer` setting fits its linear read-out in closed form on the base stage's read-out statistics
+(its complete faces' train and validation images) pooled with the imperfect train split
+(``faceregen.encoders.readout``). Before, it was a ridge toward the base model's read-out (an isotropic
+prior ``alpha |W - W0|^2``). This prints, on the test split (face region and inside the wound after a rigid
+fit, mm): the run's own read-out, a ridge on the imperfect train split alone, and pooled ridges with more
+and more of the complete faces (alpha chosen on the imperfect validation split each time). The identity
+encoder is the run's (frozen), features standardised as the run standardises them.
 
     python bench/bench_pooled_readout.py [--ckpt <transfer run>/checkpoints/<best>.ckpt]
 

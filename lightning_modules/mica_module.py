@@ -65,8 +65,8 @@ class MICAModule(pl.LightningModule):
             the first ones (in the split's order) that are their sample's first render (``light`` 0).
         readout_init: ``"ridge"``: before the first training step, fit the (linear) mapping network in
             closed form to the training images' best-fit codes, toward the read-out it starts from, the
-            ridge strength chosen on the validation images (:mod:`faceregen.encoders.readout`); SGD then
-            fine-tunes from there. None: SGD only (MICA).
+            ridge strength chosen on the validation images (:mod:`faceregen.encoders.readout`); epoch 0
+            validates it as fitted (no optimizer step), SGD fine-tunes from epoch 1. None: SGD only (MICA).
         base_statistics: read-out statistics of the base stage's data (``readout_statistics.npz`` beside the
             embedded base model; :meth:`readout_statistics`) for ``readout_init=ridge``: the read-out is
             fitted on them pooled with the training images' rather than toward the base read-out. Only for
@@ -296,6 +296,15 @@ class MICAModule(pl.LightningModule):
         return self(batch["image"])
 
     # --- optimisation --------------------------------------------------------------------------
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """With ``readout_init``, epoch 0 is the closed-form read-out as fitted: its training loss is computed
+        (the closure runs) but no step is taken, so the first validation and checkpoint are the closed form's
+        and SGD, from epoch 1, is kept only where it improves on it."""
+        if self.hparams.readout_init and epoch == 0:
+            optimizer_closure()
+            return
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
     def configure_optimizers(self):
         """Two parameter groups: mapping network (``lr``) and the backbone's trainable layers (``backbone_lr``)."""
         groups = encoder_parameter_groups({"mapping_network": self.mapping_network}, self.identity_encoder, self.hparams.backbone_lr)

@@ -157,6 +157,31 @@ def test_fit_logs_distances_and_resumes(toy_model, tmp_path):
     assert second.global_step == 4  # continued from step 2, not from 0
 
 
+def test_epoch_zero_is_the_closed_form_read_out(toy_model, tmp_path):
+    """With ``readout_init=ridge`` the first epoch takes no optimizer step: after it the read-out is exactly
+    the one ``fit_readout`` gives (and the checkpoint of epoch 0 holds it); the second epoch moves it."""
+    data = DataLoader(FaceBatches(toy_model, n=6), batch_size=3)
+
+    def module():
+        torch.manual_seed(0)
+        return MICAModule(
+            identity_encoder=build_identity_encoder("dlib_resnet", pretrained=None, freeze="all", feature_stages=[0], feature_grid=1),
+            mapping_network=partial(MappingNetwork, hidden_dim=None, hidden_layers=0), face_model=toy_model,
+            region_weights=REGION_WEIGHTS, optimizer=partial(torch.optim.Adam, lr=1e-2), readout_init="ridge",
+        )
+
+    expected = module()
+    expected.fit_readout(data, data)
+    weights = expected.mapping_network.output.weight.detach().clone()
+    for epochs in (1, 2):
+        fitted = module()
+        trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(fitted, datamodule=pl.LightningDataModule.from_datasets(data.dataset, data.dataset, batch_size=3))
+        moved = (fitted.mapping_network.output.weight.detach() - weights).abs().max().item()
+        assert (moved < 1e-6) if epochs == 1 else (moved > 1e-4)
+
+
 def test_wound_and_intact_distances_partition_the_face(toy_model):
     module = make_module(toy_model).eval()
     batch = next(iter(DataLoader(FaceBatches(toy_model, n=2), batch_size=2)))

@@ -102,7 +102,7 @@ def test_kill_after_a_non_improving_epoch_then_resume(tmp_path):
     run = tmp_path / "run"
     probe = tmp_path / "started.txt"
     overrides = [*tiny_overrides(tmp_path), "experiment=scratch", "test=false", f"hydra.run.dir={run}",
-                 "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min",
+                 "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min", "callbacks.early_stopping=null",
                  "+callbacks.started._target_=resume_probe.StartedEpochsFile", f"+callbacks.started.path={probe}"]
     started = time.monotonic()
     job = train_cli([*overrides, "trainer.max_epochs=100"])

@@ -46,7 +46,7 @@ def base_stage_config(cfg: DictConfig, folder: Path) -> DictConfig:
 class BaseStage(CachedStage):
     """MICA trained on the complete faces of ``cfg.base_stage.generator``, saved as ``mica_base.tar``."""
 
-    version = 3
+    version = 4
     checkpoint_name = "mica_base.tar"
     statistics_name = "readout_statistics.npz"
 
