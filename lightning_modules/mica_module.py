@@ -67,10 +67,10 @@ class MICAModule(pl.LightningModule):
             closed form to the training images' best-fit codes, toward the read-out it starts from, the
             ridge strength chosen on the validation images (:mod:`faceregen.encoders.readout`); epoch 0
             validates it as fitted (no optimizer step), SGD fine-tunes from epoch 1. None: SGD only (MICA).
-        base_statistics: read-out statistics of the base stage's data (``readout_statistics.npz`` beside the
-            embedded base model; :meth:`readout_statistics`) for ``readout_init=ridge``: the read-out is
-            fitted on them pooled with the training images' rather than toward the base read-out. Only for
-            an encoder whose features are the base stage's (not after SwAV).
+        base_statistics: read-out statistics of the base stage's complete faces (``readout_statistics.npz``;
+            :meth:`readout_statistics`) for ``readout_init=ridge``: the read-out is fitted on them pooled with
+            the training images' rather than toward the read-out it starts from. They must be this encoder's
+            features: the embedded base model's beside it, the SwAV stage's beside ``mica_ssl.tar``.
     """
 
     def __init__(

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -53,6 +54,8 @@ def test_settings_start_from_the_base_model_except_scratch(setting, tmp_path, mo
     monkeypatch.setattr(runner.BaseStage, "checkpoint", lambda stage: calls.append("base") or base)
     monkeypatch.setattr(runner.SSLStage, "checkpoint",
                         lambda stage: calls.append(("ssl", stage.start_checkpoint, stage.cfg.data.ssl_fraction)) or ssl)
+    ssl_statistics = ssl.parent / "readout_statistics.npz"
+    monkeypatch.setattr(runner.SSLStage, "statistics_path", lambda stage: calls.append("ssl statistics") or ssl_statistics)
 
     class Built(Exception):
         pass
@@ -68,13 +71,13 @@ def test_settings_start_from_the_base_model_except_scratch(setting, tmp_path, mo
         cfg.paths.output_dir = str(tmp_path)
     with pytest.raises(Built):
         runner.run(cfg)
-    statistics = str(runner.BaseStage(cfg).statistics_path())  # the base encoder's: not after SwAV
+    statistics = str(runner.BaseStage(cfg).statistics_path())  # the base encoder's; after SwAV, the SwAV encoder's
     expected = {
         "pretrained": ["base", ("mica", str(base), statistics, "default", False)],
         "transfer": ["base", ("mica", str(base), statistics, "default", True)],
         "scratch": [("mica", None, None, None, True)],
-        "ssl_20pct": ["base", ("ssl", base, 0.2), ("mica", str(ssl), None, "default", True)],
-        "ssl_100pct": ["base", ("ssl", base, 1.0), ("mica", str(ssl), None, "default", True)],
+        "ssl_20pct": ["base", ("ssl", base, 0.2), "ssl statistics", ("mica", str(ssl), str(ssl_statistics), "default", True)],
+        "ssl_100pct": ["base", ("ssl", base, 1.0), "ssl statistics", ("mica", str(ssl), str(ssl_statistics), "default", True)],
     }
     assert calls == expected[setting]
 
@@ -180,8 +183,9 @@ def test_ssl_encoder_is_exactly_what_mica_starts_from(tmp_path, toy_model):
 
 
 def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
-    """base stage -> SwAV stage -> MICA fine-tuning -> test, writing metrics.json; a second run (another
-    seed) reuses both stages from the cache without training them again."""
+    """base stage -> SwAV stage (and its encoder's read-out statistics on the complete faces) -> MICA
+    fine-tuning -> test, writing metrics.json; a second run (another seed) reuses both stages and the
+    statistics from the cache without computing them again."""
     import json
 
     from faceregen.encoders.readout import ReadoutStatistics
@@ -198,8 +202,15 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     assert Path(stages["start_checkpoint"]).name == "mica_ssl.tar" and Path(stages["base_stage_dir"]).is_dir()
     assert len(list((tmp_path / "cache" / "base_model").glob("*/mica_base.tar"))) == 1
     # the base stage's read-out statistics: its train and validation images, 6 + 2 of 10 identities x 2 lights
-    assert ReadoutStatistics.load(BaseStage(cfg).statistics_path()).count == 16
+    base_statistics = ReadoutStatistics.load(BaseStage(cfg).statistics_path())
+    assert base_statistics.count == 16
     assert len(list((tmp_path / "cache" / "ssl_stage").glob("*/mica_ssl.tar"))) == 1
+    # and the SwAV encoder's on the same images: the same heads' codes, other features
+    ssl_statistics = ReadoutStatistics.load(next((tmp_path / "cache" / "ssl_stage").glob("*/readout_statistics.npz")))
+    assert ssl_statistics.count == 16
+    np.testing.assert_allclose(ssl_statistics.code_mean, base_statistics.code_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ssl_statistics.cross_scatter.shape, base_statistics.cross_scatter.shape)
+    assert np.abs(ssl_statistics.feature_mean - base_statistics.feature_mean).max() > 1e-3
     swav_history = json.loads(next((tmp_path / "cache" / "ssl_stage").glob("*/metrics.json")).read_text())["history"]
     assert "ssl/loss_epoch" in swav_history[-1] or "ssl/loss" in swav_history[-1]
 
@@ -209,6 +220,7 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(BaseStage, "train", retrained)
         patch.setattr(SSLStage, "train", retrained)
+        patch.setattr("training.ssl_stage.complete_face_statistics", lambda *a: pytest.fail("SwAV statistics recomputed"))
         again = tiny(compose_train(["experiment=ssl_20pct", "seed=1"]), tmp_path)
         with open_dict(again):
             again.paths.output_dir = str(tmp_path / "run_seed1")

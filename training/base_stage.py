@@ -10,7 +10,7 @@ that decides it, its own training seed (``base_stage.seed``: every run seed shar
 whichever job built it) included. Beside the model it keeps the read-out statistics of its features on its
 train and validation images (``readout_statistics.npz``): a run that fine-tunes the base model directly
 fits its closed-form read-out on them pooled with its own training images (``MICAModule``'s
-``base_statistics``).
+``base_statistics``; after SwAV, :class:`~training.ssl_stage.SSLStage` recomputes them with its encoder).
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from faceregen.encoders.checkpoints import save_mica_checkpoint
+from faceregen.encoders.readout import ReadoutStatistics
 from training.building import prepare_data_and_model
 from training.cached_stage import CachedStage
 
 EMBEDDED = "embedded"
+#: the file, beside a stage's checkpoint, holding the read-out statistics of its encoder on the complete faces
+STATISTICS_NAME = "readout_statistics.npz"
 
 
 def base_stage_config(cfg: DictConfig, folder: Path) -> DictConfig:
@@ -43,12 +46,17 @@ def base_stage_config(cfg: DictConfig, folder: Path) -> DictConfig:
     return base
 
 
+def complete_face_statistics(module, datamodule) -> ReadoutStatistics:
+    """The read-out statistics of ``module``'s features on the complete faces' train and validation images
+    (``datamodule`` set up on them): what a fine-tuning's read-out pools with its own training images."""
+    return module.readout_statistics(datamodule.train_dataloader()).pooled(module.readout_statistics(datamodule.val_dataloader()))
+
+
 class BaseStage(CachedStage):
     """MICA trained on the complete faces of ``cfg.base_stage.generator``, saved as ``mica_base.tar``."""
 
     version = 4
     checkpoint_name = "mica_base.tar"
-    statistics_name = "readout_statistics.npz"
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg, cfg.base_stage)
@@ -80,11 +88,10 @@ class BaseStage(CachedStage):
 
     def statistics_path(self) -> Path:
         """The read-out statistics of the base model's features on its train and validation images."""
-        return self.folder() / self.statistics_name
+        return self.folder() / STATISTICS_NAME
 
     def save(self, module, datamodule, checkpoint: Path) -> None:
         """The config, the read-out statistics (a fine-tuning's read-out pools them with its own), the model."""
         OmegaConf.save(base_stage_config(self.cfg, checkpoint.parent), checkpoint.parent / "config.yaml")
-        statistics = module.readout_statistics(datamodule.train_dataloader())
-        statistics.pooled(module.readout_statistics(datamodule.val_dataloader())).save(checkpoint.parent / self.statistics_name)
+        complete_face_statistics(module, datamodule).save(checkpoint.parent / STATISTICS_NAME)
         save_mica_checkpoint(checkpoint, module.identity_encoder.encoder_state_dict(), module.mapping_network.state_dict())

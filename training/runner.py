@@ -56,15 +56,17 @@ def run(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
     overrides = {}
     start = cfg.model.get("base_checkpoint")
+    stage = None  # the stage whose encoder the run starts from, when it is one of ours (it knows the complete faces)
     if start == EMBEDDED:
-        base = BaseStage(cfg)
-        start = base.checkpoint()
-        if cfg.model.get("readout_init") and not cfg.get("ssl_stage"):
-            overrides["base_statistics"] = str(base.statistics_path())
+        stage = BaseStage(cfg)
+        start = stage.checkpoint()
     if cfg.get("ssl_stage"):
         if not start:
             raise ValueError("ssl_stage needs a base_checkpoint to start SwAV from (embedded or a mica.tar)")
-        start = SSLStage(cfg, Path(start)).checkpoint()
+        ssl = SSLStage(cfg, Path(start))
+        start, stage = ssl.checkpoint(), ssl if stage else None
+    if stage and cfg.model.get("readout_init"):
+        overrides["base_statistics"] = str(stage.statistics_path())
     record_stages(cfg, start)
     if start:
         overrides["base_checkpoint"] = str(start)

@@ -7,6 +7,9 @@ mapping network is the base model's (or SwAV's, with ``use_mapping_network``). S
 from exactly those weights. The encoder and the mapping network are MICA's (``model.identity_encoder``,
 ``model.mapping_network``: one source of truth), only the encoder's freezing is the stage's own. It is a
 :class:`~training.cached_stage.CachedStage`, keyed by the starting weights and the configs it is built from.
+On the embedded base, the SwAV-trained encoder's read-out statistics on the base stage's complete faces
+(:meth:`SSLStage.statistics_path`) let stage 2 pool them with its training images, as ``transfer`` pools the
+base encoder's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from datamodules.cir3dfair import Cir3DFaIRDataModule
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict, save_mica_checkpoint
 from faceregen.face_model.decoder import component_count
-from training.building import ensure_dataset, with_face_model
+from faceregen.locking import build_lock
+from training.base_stage import STATISTICS_NAME, base_stage_config, complete_face_statistics
+from training.building import ensure_dataset, prepare_data_and_model, with_face_model
 from training.cached_stage import CachedStage, file_digest
 
 
@@ -80,3 +85,20 @@ class SSLStage(CachedStage):
             trained["mapping_network"] = load_mica_checkpoint(self.start_checkpoint)[1]
         OmegaConf.save(self.settings, checkpoint.parent / "ssl_stage.yaml")
         save_mica_checkpoint(checkpoint, trained["identity_encoder"], trained["mapping_network"])
+
+    def statistics_path(self) -> Path:
+        """The read-out statistics of the SwAV-trained encoder's features on the base stage's complete faces
+        (its train and validation images; for a start from the embedded base, whose data they are). Computed
+        on first use, after the stage, under the folder's lock, and kept beside ``mica_ssl.tar``: the
+        checkpoint does not depend on them, so the stage's key and version do not either."""
+        checkpoint = self.checkpoint()
+        path = checkpoint.parent / STATISTICS_NAME
+        if not path.is_file():
+            with build_lock(path):
+                if not path.is_file():
+                    datamodule, module = prepare_data_and_model(
+                        base_stage_config(self.cfg, checkpoint.parent), base_checkpoint=str(checkpoint)
+                    )
+                    datamodule.setup("fit")
+                    complete_face_statistics(module, datamodule).save(path)
+        return path
