@@ -213,6 +213,35 @@ def test_only_orientations_near_the_best_are_checked(face_model):
     assert registration.method.endswith("best taken, decisive) + ICP")
 
 
+def test_the_shape_check_stops_at_the_first_orientation_that_fits(face_model, monkeypatch):
+    """All 6 kept orientations offered (decisive_ratio=inf): with accept_fit_mm2=0 every one gets a short fit;
+    with the default, the search's best fits a clean remeshed head under it and the check stops there, with
+    the same pose."""
+    from faceregen.restoration.completion import FaceModelFit
+
+    vertices, faces = remeshed(face_model.mean_mm.astype(np.float64), face_model.faces)
+    scan = scan_from_arrays(RIGID.apply(vertices), faces, "remeshed", "mm")
+    short_fits = []
+    fit = FaceModelFit.fit
+
+    def counted(self, *args, iterations=None, **kwargs):
+        result = fit(self, *args, iterations=iterations, **kwargs)
+        if iterations == 4:
+            short_fits.append(result[4])
+        return result
+
+    monkeypatch.setattr(FaceModelFit, "fit", counted)
+    poses, counts = {}, {}
+    for accept in (0.0, 5.0):
+        short_fits.clear()
+        restored = Restorer(face_model, icp=IcpSettings(decisive_ratio=np.inf), n_hypotheses=6, accept_fit_mm2=accept,
+                            wound_refits=0)(scan)
+        poses[accept], counts[accept] = restored.registration.pose, len(short_fits)
+        assert pose_error(restored.registration.pose, RIGID)[0] < 0.2
+    assert counts == {0.0: 6, 5.0: 1} and short_fits[0] < 5.0
+    np.testing.assert_allclose(poses[5.0].rotation, poses[0.0].rotation, atol=1e-9)
+
+
 def test_the_robust_fit_ignores_a_dent(face_model, wounded):
     code, complete, wound = wounded
     scan = scan_from_arrays(RIGID.apply(wound.vertices_mm), face_model.faces, "dented", "mm")

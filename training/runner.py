@@ -49,8 +49,8 @@ def check_training_settings(cfg: DictConfig) -> None:
 def run(cfg: DictConfig) -> float | None:
     """Fit ``cfg.model`` on ``cfg.data`` (when ``cfg.train``), then test the best checkpoint (``cfg.test``).
 
-    Returns the best validation mean distance (or the test one when nothing was trained), so Hydra's
-    sweepers can optimise it.
+    Returns the best checkpoint's monitored validation score (else the last validation face error after a
+    rigid fit; the test one when nothing was trained), so Hydra's sweepers can optimise it.
     """
     check_training_settings(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -78,12 +78,12 @@ def run(cfg: DictConfig) -> float | None:
     score = None
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        score = trainer.callback_metrics.get("val/mean_distance_mm")
+        score = trainer.callback_metrics.get("val/face_rigid_mm")
         if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None:
             score = trainer.checkpoint_callback.best_model_score
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if cfg.train and trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         if not cfg.train:
-            score = trainer.callback_metrics.get("test/mean_distance_mm")
+            score = trainer.callback_metrics.get("test/face_rigid_mm")
     return None if score is None else float(score)

@@ -23,6 +23,7 @@ LOSS_PANELS = (
     ("train/loss_epoch", "train loss (region-weighted L1)"),
     ("val/loss", "validation loss"),
     ("val/mean_distance_mm", "validation mean distance (mm)"),
+    ("val/face_rigid_mm", "validation face error, rigid fit (mm; monitored)"),
 )
 SWAV_KEY = "ssl/loss_epoch"
 
@@ -38,7 +39,7 @@ def _plot_mean_curve(ax: plt.Axes, histories: Sequence[Sequence[dict]], key: str
 
 
 def loss_curves_figure(runs: Sequence[RunRecord]) -> plt.Figure | None:
-    """Train loss, validation loss and validation mean distance per epoch, one line per setting."""
+    """Train loss, validation loss, validation mean distance and face error per epoch, one line per setting."""
     fig, axes = plt.subplots(1, len(LOSS_PANELS), figsize=(5.2 * len(LOSS_PANELS), 4.2))
     drawn = False
     for setting, group in group_by_setting(runs).items():

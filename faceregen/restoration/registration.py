@@ -390,7 +390,8 @@ def register(scan: Scan, face_model: LinearFaceModel, template_mm: np.ndarray | 
         if len(candidates) == 1 or choose is None:
             start, checked = candidates[0], "best taken, decisive"
         else:
-            start, checked = candidates[choose(candidates)], f"{len(candidates)} checked by a short fit"
+            chosen = choose(candidates)
+            start, checked = candidates[chosen], f"{len(candidates)} near the best, number {chosen + 1} chosen by a short fit"
         method = f"multi-start ICP ({len(CUBE_ROTATIONS)} orientations, {len(starts)} kept, {checked}) + ICP"
     pose, found, weights = icp(points, point_normals, template, surface, start, settings, settings.iterations,
                                with_scale=settings.with_scale, tree=tree)

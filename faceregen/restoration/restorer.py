@@ -5,7 +5,9 @@ Per scan (:class:`Restorer`):
 
 1. :func:`~faceregen.restoration.registration.register` the face model (its mean, or the image's predicted
    face) to the scan; of another topology's ``n_hypotheses`` best orientations, the one a short fit of the
-   shape matches best (the search's best when it is decisive).
+   shape matches best (the search's best when it is decisive). The fits go in the search's order and stop
+   at the first whose truncated cost is under ``accept_fit_mm2``: the right orientation's fit costs
+   0.2-3.3 mm^2, a wrong one's 8.7 and more (``bench/bench_orientation_check.py``).
 2. ``completion="face_model"``: the robust IRLS fit of code and pose to the scan's intact surface, the
    image's code as prior when given, then the detail layer (:mod:`~faceregen.restoration.completion`).
    ``completion="mirror"``: the scan mirrored across the face's mid-sagittal plane (the prosthetist's way).
@@ -120,12 +122,12 @@ class Restorer:
     def __init__(self, face_model: LinearFaceModel, completion: CompletionSettings = CompletionSettings(),
                  icp: IcpSettings = IcpSettings(), wound: WoundSettings = WoundSettings(),
                  max_points: int = 4000, wound_margin_mm: float = 8.0, n_hypotheses: int = 10,
-                 wound_refits: int = 2, refit_iterations: int = 4) -> None:
+                 wound_refits: int = 2, refit_iterations: int = 4, accept_fit_mm2: float = 5.0) -> None:
         self.face_model = face_model
         self.fit = FaceModelFit(face_model, completion, icp)
         self.icp, self.wound = icp, wound
         self.max_points, self.wound_margin_mm = int(max_points), float(wound_margin_mm)
-        self.n_hypotheses = int(n_hypotheses)
+        self.n_hypotheses, self.accept_fit_mm2 = int(n_hypotheses), float(accept_fit_mm2)
         self.wound_refits, self.refit_iterations = int(wound_refits), int(refit_iterations)
         self.woundable = np.zeros(face_model.n_vertices, dtype=bool)
         for region in WOUNDABLE_REGIONS:
@@ -157,9 +159,15 @@ class Restorer:
         _, points, normals = scan_samples(scan, self.max_points)
         few = np.random.default_rng(0).choice(len(points), size=min(1000, len(points)), replace=False)
 
-        def best_fitting(poses: list[Similarity]) -> int:  # the orientation a short fit of the shape fits best
-            return int(np.argmin([self.fit.fit(points[few], normals[few], pose, prior_code, iterations=4)[4]
-                                  for pose in poses]))
+        def best_fitting(poses: list[Similarity]) -> int:
+            """The orientation a short fit of the shape fits best, tried in the search's order; the first
+            whose fit costs under ``accept_fit_mm2`` ends the check."""
+            costs = []
+            for pose in poses:
+                costs.append(self.fit.fit(points[few], normals[few], pose, prior_code, iterations=4)[4])
+                if costs[-1] < self.accept_fit_mm2:
+                    break
+            return int(np.argmin(costs))
 
         registration = register(scan, self.face_model, template, self.icp, self.max_points, self.n_hypotheses,
                                 best_fitting)
