@@ -6,7 +6,9 @@ The `transfer` setting fits its linear read-out in closed form on the base stage
 prior ``alpha |W - W0|^2``). This prints, on the test split (face region and inside the wound after a rigid
 fit, mm): the run's own read-out, a ridge on the imperfect train split alone, and pooled ridges with more
 and more of the complete faces (alpha chosen on the imperfect validation split each time). The identity
-encoder is the run's (frozen), features standardised as the run standardises them.
+encoder is the run's (frozen), features standardised as the run standardises them. With ``--ckpt`` of an
+SSL run the complete faces are read by its SwAV-trained encoder, as ``ssl_20pct`` and ``ssl_100pct`` pool
+them (``training.ssl_stage.SSLStage.statistics_path``).
 
     python bench/bench_pooled_readout.py [--ckpt <transfer run>/checkpoints/<best>.ckpt]
 

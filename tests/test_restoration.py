@@ -213,32 +213,54 @@ def test_only_orientations_near_the_best_are_checked(face_model):
     assert registration.method.endswith("best taken, decisive) + ICP")
 
 
-def test_the_shape_check_stops_at_the_first_orientation_that_fits(face_model, monkeypatch):
-    """All 6 kept orientations offered (decisive_ratio=inf): with accept_fit_mm2=0 every one gets a short fit;
-    with the default, the search's best fits a clean remeshed head under it and the check stops there, with
-    the same pose."""
+@pytest.mark.parametrize("costs, expected", [
+    ([0.5, 9.0, 8.0, 7.0], (0, 2)),  # the right one first: decisive after the second fit
+    ([9.0, 0.5, 8.0], (1, 2)),  # the right one second
+    ([2.0, 3.9, 0.1, 5.0], (2, 3)),  # 3.9 < 2 x 2.0: on to 0.1, against which 2.0 is decisive
+    ([4.0, 12.0, 11.0], (0, 3)),  # the best is not under accept_mm2: every one is fitted
+    ([0.68, 0.65, 0.62, 0.73, 0.5], (4, 5)),  # orientations that fit about equally well: never decisive
+    ([0.68, 0.65, 0.62, 0.73, 0.07, 0.07, 0.68], (4, 5)),  # the toy head's (the right one fifth)
+    ([np.inf, 0.4, 1.0], (1, 2)),  # an orientation that left nothing to fit (inf) loses to any fit
+    ([0.4, 0.7, 1.0, 2.0], (0, 4)),  # 0.4 against 0.7 is not decisive, and stays the least
+])
+def test_the_shape_check_stops_once_one_orientation_is_decisive(costs, expected):
+    from faceregen.restoration.registration import least_cost_until_decisive
+
+    drawn = []
+    lazy = (drawn.append(c) or c for c in costs)
+    assert least_cost_until_decisive(lazy, accept_mm2=3.0, decisive_ratio=2.0) == expected
+    assert len(drawn) == expected[1]  # the later costs were never computed
+
+
+def test_the_restorer_stops_its_shape_check_early_with_the_same_pose(face_model, monkeypatch):
+    """All 6 kept orientations offered (decisive_ratio=inf for the search): with accept_fit_mm2=0 every one
+    gets a short fit; with the default the check stops where the rule says on those costs, with the same
+    pose."""
     from faceregen.restoration.completion import FaceModelFit
+    from faceregen.restoration.registration import least_cost_until_decisive
 
     vertices, faces = remeshed(face_model.mean_mm.astype(np.float64), face_model.faces)
     scan = scan_from_arrays(RIGID.apply(vertices), faces, "remeshed", "mm")
     short_fits = []
     fit = FaceModelFit.fit
 
-    def counted(self, *args, iterations=None, **kwargs):
-        result = fit(self, *args, iterations=iterations, **kwargs)
-        if iterations == 4:
+    def counted(self, *args, **kwargs):
+        result = fit(self, *args, **kwargs)
+        if kwargs.get("iterations") == 4:
             short_fits.append(result[4])
         return result
 
     monkeypatch.setattr(FaceModelFit, "fit", counted)
-    poses, counts = {}, {}
+    poses, costs = {}, {}
     for accept in (0.0, 3.0):
         short_fits.clear()
-        restored = Restorer(face_model, icp=IcpSettings(decisive_ratio=np.inf), n_hypotheses=6, accept_fit_mm2=accept,
-                            wound_refits=0)(scan)
-        poses[accept], counts[accept] = restored.registration.pose, len(short_fits)
+        icp = IcpSettings(decisive_ratio=np.inf)
+        restored = Restorer(face_model, icp=icp, n_hypotheses=6, accept_fit_mm2=accept, wound_refits=0)(scan)
+        poses[accept], costs[accept] = restored.registration.pose, list(short_fits)
         assert pose_error(restored.registration.pose, RIGID)[0] < 0.2
-    assert counts == {0.0: 6, 3.0: 1} and short_fits[0] < 3.0
+    assert len(costs[0.0]) == 6
+    stop = least_cost_until_decisive(costs[0.0], 3.0, np.inf)[1]
+    assert costs[3.0] == costs[0.0][:stop]
     np.testing.assert_allclose(poses[3.0].rotation, poses[0.0].rotation, atol=1e-9)
 
 

@@ -89,8 +89,8 @@ class SSLStage(CachedStage):
     def statistics_path(self) -> Path:
         """The read-out statistics of the SwAV-trained encoder's features on the base stage's complete faces
         (its train and validation images; for a start from the embedded base, whose data they are). Computed
-        on first use, after the stage, under the folder's lock, and kept beside ``mica_ssl.tar``: the
-        checkpoint does not depend on them, so the stage's key and version do not either."""
+        on first use, after the stage, by one job at a time (the file's lock), and kept beside
+        ``mica_ssl.tar``: the checkpoint does not depend on them, so the stage's key and version do not either."""
         checkpoint = self.checkpoint()
         path = checkpoint.parent / STATISTICS_NAME
         if not path.is_file():

@@ -31,7 +31,7 @@ from the scan's frame (mm) to the face model's.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -260,6 +260,20 @@ def icp(points: np.ndarray, point_normals: np.ndarray, vertices: np.ndarray, sur
         lhs = rows.T @ (w[:, None] * rows) + 1e-6 * np.eye(rows.shape[1])
         pose = pose.then(pose_step(np.linalg.solve(lhs, -rows.T @ (w * found.residual)), centre))
     raise AssertionError("unreachable")
+
+
+def least_cost_until_decisive(costs: Iterable[float], accept_mm2: float, decisive_ratio: float) -> tuple[int, int]:
+    """``(index of the least cost, how many costs were drawn)``: ``costs`` (e.g. short fits, made lazily) are
+    drawn in order until the least so far is under ``accept_mm2`` and the next least so far is at least
+    ``decisive_ratio`` times it, or they run out. A near-symmetric head, whose orientations all fit about
+    equally well, never stops early; ties go to the first."""
+    drawn: list[float] = []
+    for cost in costs:
+        drawn.append(float(cost))
+        least, runner_up = np.partition(drawn, 1)[:2] if len(drawn) > 1 else (drawn[0], np.nan)
+        if least < accept_mm2 and runner_up >= decisive_ratio * least:
+            break
+    return int(np.argmin(drawn)), len(drawn)
 
 
 def truncated_cost(found: Matches, truncation_mm: float) -> float:

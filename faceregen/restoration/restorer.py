@@ -6,9 +6,10 @@ Per scan (:class:`Restorer`):
 1. :func:`~faceregen.restoration.registration.register` the face model (its mean, or the image's predicted
    face) to the scan; of another topology's ``n_hypotheses`` best orientations, the one a short fit of the
    shape matches best (the search's best when it is decisive). The fits go in the search's order and stop
-   at the first whose truncated cost is under ``accept_fit_mm2`` (3): on 240 generated scans the right
-   orientation's fit cost 0.2-4.7 mm^2 (median 0.55), a wrong one's 7.6 and more
-   (``bench/bench_orientation_check.py``); a right one above it only costs the remaining fits.
+   once the best so far costs under ``accept_fit_mm2`` (3 mm^2) and the next best at least
+   ``icp.decisive_ratio`` (2) times it: on 240 generated scans the right orientation's fit cost 0.2-4.7
+   mm^2 (median 0.55), a wrong one's 7.6 and more (``bench/bench_orientation_check.py``); on a
+   near-symmetric head the orientations fit about equally well, and the check goes on until one stands out.
 2. ``completion="face_model"``: the robust IRLS fit of code and pose to the scan's intact surface, the
    image's code as prior when given, then the detail layer (:mod:`~faceregen.restoration.completion`).
    ``completion="mirror"``: the scan mirrored across the face's mid-sagittal plane (the prosthetist's way).
@@ -41,7 +42,9 @@ from faceregen.postprocess import extract_filling
 from faceregen.postprocess.filling import grow_wound_mask
 from faceregen.restoration.completion import Completion, CompletionSettings, FaceModelFit, mirrored_scan_surface
 from faceregen.restoration.holes import border_loops, cap_holes
-from faceregen.restoration.registration import IcpSettings, Registration, register, scan_samples
+from faceregen.restoration.registration import (
+    IcpSettings, Registration, least_cost_until_decisive, register, scan_samples,
+)
 from faceregen.restoration.scan import Scan
 from faceregen.restoration.wound_detection import (
     SurfaceDepth,
@@ -161,14 +164,10 @@ class Restorer:
         few = np.random.default_rng(0).choice(len(points), size=min(1000, len(points)), replace=False)
 
         def best_fitting(poses: list[Similarity]) -> int:
-            """The orientation a short fit of the shape fits best, tried in the search's order; the first
-            whose fit costs under ``accept_fit_mm2`` ends the check."""
-            costs = []
-            for pose in poses:
-                costs.append(self.fit.fit(points[few], normals[few], pose, prior_code, iterations=4)[4])
-                if costs[-1] < self.accept_fit_mm2:
-                    break
-            return int(np.argmin(costs))
+            """The orientation a short fit of the shape fits best, fitted in the search's order until one is
+            decisive (:func:`least_cost_until_decisive`)."""
+            costs = (self.fit.fit(points[few], normals[few], pose, prior_code, iterations=4)[4] for pose in poses)
+            return least_cost_until_decisive(costs, self.accept_fit_mm2, self.icp.decisive_ratio)[0]
 
         registration = register(scan, self.face_model, template, self.icp, self.max_points, self.n_hypotheses,
                                 best_fitting)
