@@ -21,8 +21,9 @@ Per scan (:class:`Restorer`):
    refitted without the points within ``wound_margin_mm`` of the wound (the wound's shallow rim, which the
    detection misses, lies there), and the wound is detected again (a given mask stays).
 4. The filling (:func:`scan_filling`): the scan's wound patch (the scan's holes the wound touches capped,
-   the mask grown to a clean border) and the same patch lifted onto the completed surface (each vertex to
-   its nearest point there, where it lies inside) bound the solid, built by
+   the mask grown to a clean border) and the same patch lifted onto the completed surface (where it lies
+   inside, along the wound's one direction: :mod:`~faceregen.restoration.lift`; to its nearest points where
+   that gives no closed solid of positive volume) bound the solid, built by
    :func:`~faceregen.postprocess.extract_filling`: closed, manifold and outward by construction, for any
    topology (the patch is the scan's own, remeshed onto the surface).
 """
@@ -42,6 +43,7 @@ from faceregen.postprocess import extract_filling
 from faceregen.postprocess.filling import grow_wound_mask
 from faceregen.restoration.completion import Completion, CompletionSettings, FaceModelFit, mirrored_scan_surface
 from faceregen.restoration.holes import border_loops, cap_holes
+from faceregen.restoration.lift import lift_onto_surface
 from faceregen.restoration.registration import (
     IcpSettings, Registration, least_cost_until_decisive, register, scan_samples,
 )
@@ -114,10 +116,15 @@ def scan_filling(scan: Scan, completed_mm: np.ndarray, completed_faces: np.ndarr
     depth_mm = np.concatenate([depth.depth_mm, caps.depth_mm])
     closest_mm = np.concatenate([depth.closest_mm, caps.closest_mm])
     grown = grow_wound_mask(faces, np.concatenate([mask, np.ones(len(vertices) - len(mask), dtype=bool)]))
-    lifted = vertices.copy()
     inside = grown & (depth_mm > 0)
-    lifted[inside] = closest_mm[inside]
-    return extract_filling(vertices, lifted, faces, grown)
+    along_rays, nearest = vertices.copy(), vertices.copy()
+    nearest[inside] = closest_mm[inside]
+    if inside.any():
+        along_rays[inside] = lift_onto_surface(vertices[inside], closest_mm[inside], completed_mm, completed_faces)
+    try:
+        return extract_filling(vertices, along_rays, faces, grown)
+    except ValueError:  # the surface over the wound folds along the wound's direction: the nearest points
+        return extract_filling(vertices, nearest, faces, grown)
 
 
 class Restorer:
@@ -125,7 +132,7 @@ class Restorer:
 
     def __init__(self, face_model: LinearFaceModel, completion: CompletionSettings = CompletionSettings(),
                  icp: IcpSettings = IcpSettings(), wound: WoundSettings = WoundSettings(),
-                 max_points: int = 4000, wound_margin_mm: float = 8.0, n_hypotheses: int = 10,
+                 max_points: int = 4000, wound_margin_mm: float = 6.0, n_hypotheses: int = 10,
                  wound_refits: int = 2, refit_iterations: int = 4, accept_fit_mm2: float = 3.0) -> None:
         self.face_model = face_model
         self.fit = FaceModelFit(face_model, completion, icp)
