@@ -10,6 +10,8 @@ On test cases of a generated dataset (default ``data/synthetic_cir3dfair``, test
   bi-Laplacian (the smooth blend the detail layer makes): the wound-region RMSE and the filling volume
   (under the generator's mask) against the true filling.
 * the restorer with the generator's mask GIVEN: what the fit extrapolates into a known wound.
+* the filling's construction alone: the scan's wound patch lifted onto the TRUE complete head
+  (:func:`~faceregen.restoration.restorer.scan_filling`, the generator's mask) against the true filling.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_restoration_floor.py [--cases 14] [--root data/synthetic_cir3dfair]
 """
@@ -37,6 +39,8 @@ from faceregen.face_model.anny_source import anny_face_model  # noqa: E402
 from faceregen.mesh_io import vertex_normals  # noqa: E402
 from faceregen.postprocess import extract_filling  # noqa: E402
 from faceregen.restoration import Restorer, scan_from_arrays  # noqa: E402
+from faceregen.restoration.restorer import scan_filling  # noqa: E402
+from faceregen.restoration.wound_detection import depth_below_surface  # noqa: E402
 from faceregen.restoration.completion import _graph_laplacian  # noqa: E402
 
 DEPTHS_MM = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -54,7 +58,8 @@ def main() -> None:
     face_model = anny_face_model(cache_dir=ROOT / "cache" / "face_model")
     bilaplacian = (lambda lap: (lap.T @ lap).tocsr())(_graph_laplacian(face_model.faces, face_model.n_vertices))
     restorer = Restorer(face_model)
-    recall, rows = [], {"true code, no detail": [], "true code + bi-Laplacian detail": [], "restorer, mask given": []}
+    recall, lifted_errors = [], []
+    rows = {"true code, no detail": [], "true code + bi-Laplacian detail": [], "restorer, mask given": []}
     for case in cases:
         with np.load(wound_files[case.sample]) as wound:
             depth, code = wound["depth_mm"], wound["code"].astype(np.float32)
@@ -67,7 +72,11 @@ def main() -> None:
         blended = detail.copy()
         blended[free] = spsolve(bilaplacian[free][:, free].tocsc(), -bilaplacian[free][:, fixed] @ detail[fixed])
         true_volume = extract_filling(case.imperfect_mm, case.label_mm, case.faces, mask).volume
-        restored = restorer(scan_from_arrays(case.imperfect_mm, case.faces, case.sample, "mm"), wound_mask=mask)
+        scan = scan_from_arrays(case.imperfect_mm, case.faces, case.sample, "mm")
+        restored = restorer(scan, wound_mask=mask)
+        onto_truth = scan_filling(scan, case.label_mm, case.faces, depth_below_surface(case.imperfect_mm, case.label_mm,
+                                                                                       case.faces), mask)
+        lifted_errors.append(onto_truth.volume / true_volume - 1)
         for name, completed in (("true code, no detail", base), ("true code + bi-Laplacian detail",
                                                                  base + blended[:, None] * normals),
                                 ("restorer, mask given", restored.completed_mm)):
@@ -80,6 +89,9 @@ def main() -> None:
     print(f"{len(cases)} test cases of {root.name}")
     for t, value in zip(DEPTHS_MM, np.mean(recall, axis=0)):
         print(f"perfect detector down to {t:.2f} mm of true depth: wound IoU {value:.3f}")
+    lifted = np.abs(lifted_errors)
+    print(f"the scan's wound patch lifted onto the true head: volume error median {np.median(lifted):.1%}, "
+          f"within 10% {np.mean(lifted <= 0.10):.0%}, within 25% {np.mean(lifted <= 0.25):.0%}")
     for name, values in rows.items():
         rmse = np.sqrt(np.mean([v[1] ** 2 for v in values]))
         volume = np.abs([v[2] for v in values])  # nan (not built) counts as outside every bound
