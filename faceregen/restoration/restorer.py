@@ -117,14 +117,13 @@ def scan_filling(scan: Scan, completed_mm: np.ndarray, completed_faces: np.ndarr
     closest_mm = np.concatenate([depth.closest_mm, caps.closest_mm])
     grown = grow_wound_mask(faces, np.concatenate([mask, np.ones(len(vertices) - len(mask), dtype=bool)]))
     inside = grown & (depth_mm > 0)
-    along_rays, nearest = vertices.copy(), vertices.copy()
-    nearest[inside] = closest_mm[inside]
-    if inside.any():
-        along_rays[inside] = lift_onto_surface(vertices[inside], closest_mm[inside], completed_mm, completed_faces)
+    lifted = vertices.copy()
     try:
-        return extract_filling(vertices, along_rays, faces, grown)
-    except ValueError:  # the surface over the wound folds along the wound's direction: the nearest points
-        return extract_filling(vertices, nearest, faces, grown)
+        lifted[inside] = lift_onto_surface(vertices[inside], closest_mm[inside], completed_mm, completed_faces)
+        return extract_filling(vertices, lifted, faces, grown)
+    except ValueError:  # no direction, or the surface over the wound folds along it: the nearest points
+        lifted[inside] = closest_mm[inside]
+        return extract_filling(vertices, lifted, faces, grown)
 
 
 class Restorer:
