@@ -28,6 +28,16 @@ def test_a_ray_leaves_a_plane_where_a_hand_computation_puts_it():
     np.testing.assert_array_equal(exits[2], points[2])  # a miss keeps its start
 
 
+def test_many_rays_in_chunks_leave_a_plane_where_the_hand_computation_puts_them():
+    plane, faces = plane_grid(10.0, 1.0)
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(-6.0, 6.0, (1500, 2)), rng.uniform(-3.0, -0.1, 1500)])  # 3 chunks
+    direction = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
+    exits, hit = ray_exits(points, direction, plane, faces)
+    assert hit.all()
+    np.testing.assert_allclose(exits, points + (-points[:, 2] / direction[2])[:, None] * direction, atol=1e-9)
+
+
 def test_the_first_exit_is_taken_and_triangles_facing_away_are_ignored():
     plane, faces = plane_grid(5.0, 1.0)
     upper = plane + [0.0, 0.0, 5.0]

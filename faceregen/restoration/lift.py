@@ -25,6 +25,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+#: rays handled together by :func:`ray_exits` (their candidate triangles are held at once)
+CHUNK_POINTS = 512
+
 
 def wound_direction(points_mm: np.ndarray, closest_mm: np.ndarray) -> np.ndarray:
     """``d`` (3,) unit: the mean of the nearest-point displacements ``c_i - p_i`` (module docstring).
@@ -62,27 +65,30 @@ def ray_exits(points_mm: np.ndarray, direction: np.ndarray, vertices_mm: np.ndar
     flat = corners @ plane  # (T, 3, 2)
     centre = flat.mean(axis=1)
     radius = float(np.linalg.norm(flat - centre[:, None], axis=-1).max())
-    candidates = cKDTree(centre).query_ball_point(points @ plane, radius * (1 + 1e-9))
-    owner = np.repeat(np.arange(len(points)), [len(c) for c in candidates])
-    if not len(owner):
-        return exits, hit
-    triangle = np.concatenate([np.asarray(c, np.int64) for c in candidates])
-    a, e0, e1 = flat[triangle, 0], flat[triangle, 1] - flat[triangle, 0], flat[triangle, 2] - flat[triangle, 0]
-    q = (points @ plane)[owner] - a
-    det = e0[:, 0] * e1[:, 1] - e0[:, 1] * e1[:, 0]
-    safe = np.where(np.abs(det) > 1e-12, det, np.inf)  # a triangle seen edge-on holds no ray
-    s = (q[:, 0] * e1[:, 1] - q[:, 1] * e1[:, 0]) / safe
-    r = (e0[:, 0] * q[:, 1] - e0[:, 1] * q[:, 0]) / safe
-    inside = (np.abs(det) > 1e-12) & (s >= -1e-9) & (r >= -1e-9) & (s + r <= 1 + 1e-9)
-    on = corners[triangle, 0] + s[:, None] * (corners[triangle, 1] - corners[triangle, 0]) \
-        + r[:, None] * (corners[triangle, 2] - corners[triangle, 0])
-    along = np.where(inside, (on - points[owner]) @ d, np.inf)
-    along[along < -1e-9] = np.inf  # behind the start
-    first = np.full(len(points), np.inf)
-    np.minimum.at(first, owner, along)
-    winner = np.isfinite(along) & (along == first[owner])
-    exits[owner[winner]] = on[winner]
-    hit[owner[winner]] = True
+    tree = cKDTree(centre)
+    for start in range(0, len(points), CHUNK_POINTS):  # bounded memory for a large patch
+        rows = np.arange(start, min(start + CHUNK_POINTS, len(points)))
+        candidates = tree.query_ball_point(points[rows] @ plane, radius * (1 + 1e-9))
+        owner = np.repeat(rows, [len(c) for c in candidates])
+        if not len(owner):
+            continue
+        triangle = np.concatenate([np.asarray(c, np.int64) for c in candidates])
+        a, e0, e1 = flat[triangle, 0], flat[triangle, 1] - flat[triangle, 0], flat[triangle, 2] - flat[triangle, 0]
+        q = points[owner] @ plane - a
+        det = e0[:, 0] * e1[:, 1] - e0[:, 1] * e1[:, 0]
+        safe = np.where(np.abs(det) > 1e-12, det, np.inf)  # a triangle seen edge-on holds no ray
+        s = (q[:, 0] * e1[:, 1] - q[:, 1] * e1[:, 0]) / safe
+        r = (e0[:, 0] * q[:, 1] - e0[:, 1] * q[:, 0]) / safe
+        inside = (np.abs(det) > 1e-12) & (s >= -1e-9) & (r >= -1e-9) & (s + r <= 1 + 1e-9)
+        on = corners[triangle, 0] + s[:, None] * (corners[triangle, 1] - corners[triangle, 0]) \
+            + r[:, None] * (corners[triangle, 2] - corners[triangle, 0])
+        along = np.where(inside, (on - points[owner]) @ d, np.inf)
+        along[along < -1e-9] = np.inf  # behind the start
+        first = np.full(len(points), np.inf)
+        np.minimum.at(first, owner, along)
+        winner = np.isfinite(along) & (along == first[owner])
+        exits[owner[winner]] = on[winner]
+        hit[owner[winner]] = True
     return exits, hit
 
 
