@@ -77,7 +77,7 @@ def test_a_flattened_tip_is_filled_with_the_cap_it_lost(flattened_tip):
     lost_mm3 = np.pi * a**2 * h**2 * (3 * c - h) / (3 * c**2)  # 1306.9
     depth = depth_below_surface(wounded, complete, faces)
     filling = scan_filling(Scan("tip", wounded, faces, "mm"), complete, faces, depth, moved)
-    assert filling.is_watertight
+    assert filling.is_watertight and filling.metadata["lift"] == "rays"
     assert filling.volume == pytest.approx(lost_mm3, rel=0.005)  # the mesh's own cap: 1306.2
     nearest = wounded.copy()
     nearest[moved] = depth.closest_mm[moved]
@@ -101,3 +101,4 @@ def test_where_the_rays_give_no_solid_the_nearest_points_do(monkeypatch):
     monkeypatch.setattr(restorer_module, "lift_onto_surface", lambda points, *_: points - [0.0, 0.0, 1.0])
     filling = scan_filling(Scan("dent", wounded, faces, "mm"), plane, faces, depth, mask)
     assert filling.volume == pytest.approx(cap_volume_mm3(20.0, 3.0), rel=0.01)
+    assert filling.metadata["lift"] == "nearest points"

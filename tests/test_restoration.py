@@ -383,6 +383,7 @@ def test_restore_cli_writes_every_output_in_the_scans_frame_and_units(face_model
     assert report["scan_units"] == "m" and printability["watertight"] and printability["edge_manifold"]
     stl = trimesh.load(out / "filling.stl")
     assert np.allclose(stl.volume * 1e9, report["filling"]["volume_mm3"], rtol=1e-3)  # metres, as the scan
+    assert report["filling"]["lift"] == "rays"  # along the wound's direction (a cheek: a height field)
     wounded_part = RIGID.apply(wound.vertices_mm[wound.mask]) / 1000.0
     assert np.linalg.norm(stl.vertices.mean(axis=0) - wounded_part.mean(axis=0)) < 0.01  # on the wound, in the scan's frame
     bad = run_restore(f"scan={tmp_path / 'missing.obj'}", f"hydra.run.dir={tmp_path / 'bad'}")

@@ -89,7 +89,8 @@ class Restoration:
             "wound": {"source": self.mask_source, "vertices": int(self.mask.sum()),
                       "area_mm2": round(float(area[self.mask].sum()), 2),
                       "max_depth_mm": round(float(self.depth.depth_mm[self.mask].max()), 3) if self.mask.any() else 0.0},
-            "filling": ({"volume_mm3": round(float(self.filling.volume), 3), "watertight": bool(self.filling.is_watertight)}
+            "filling": ({"volume_mm3": round(float(self.filling.volume), 3), "watertight": bool(self.filling.is_watertight),
+                         "lift": self.filling.metadata.get("lift")}
                         if self.filling is not None else {"error": self.filling_error}),
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
@@ -105,8 +106,9 @@ def scan_filling(scan: Scan, completed_mm: np.ndarray, completed_faces: np.ndarr
                  mask: np.ndarray) -> trimesh.Trimesh:
     """The filling (mm, the scan's frame) between the scan's wound patch and its lift onto the completed
     surface (module docstring, step 4); the scan's holes that the wound touches are capped first
-    (:func:`~faceregen.restoration.holes.cap_holes`). ValueError when it cannot be built (empty mask,
-    non-manifold patch, nothing above the scan)."""
+    (:func:`~faceregen.restoration.holes.cap_holes`). Its ``metadata["lift"]`` says how the top was lifted
+    (``"rays"`` or ``"nearest points"``). ValueError when it cannot be built (empty mask, non-manifold patch,
+    nothing above the scan)."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise ValueError("the wound mask is empty: the scan nowhere lies inside the completed face")
@@ -120,10 +122,12 @@ def scan_filling(scan: Scan, completed_mm: np.ndarray, completed_faces: np.ndarr
     lifted = vertices.copy()
     try:
         lifted[inside] = lift_onto_surface(vertices[inside], closest_mm[inside], completed_mm, completed_faces)
-        return extract_filling(vertices, lifted, faces, grown)
+        filling, lift = extract_filling(vertices, lifted, faces, grown), "rays"
     except ValueError:  # no direction, or the surface over the wound folds along it: the nearest points
         lifted[inside] = closest_mm[inside]
-        return extract_filling(vertices, lifted, faces, grown)
+        filling, lift = extract_filling(vertices, lifted, faces, grown), "nearest points"
+    filling.metadata["lift"] = lift
+    return filling
 
 
 class Restorer:
