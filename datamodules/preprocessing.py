@@ -23,8 +23,18 @@ def usable_cores() -> int:
 
 
 def worker_pool(processes: int):
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(processes)
+    """A pool whose workers never fork the calling process.
+
+    The caller may be multi-threaded (a trainer, a web server, an HTTP client's thread pool); a worker
+    forked from it inherits whatever locks those threads held and can hang forever. So the workers are
+    forked from a fresh single-threaded server that has imported this module once ("forkserver"), or
+    spawned where there is no such server (Windows, macOS without it)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+    else:
+        context = multiprocessing.get_context("spawn")
+    return context.Pool(processes)
 
 
 def load_sample(job: tuple[SampleFiles, int]) -> tuple[str, object]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import datamodules.cache
 from datamodules.cache import cache_key
 from datamodules.cir3dfair import Cir3DFaIRDataModule
 import datamodules.preprocessing as preprocessing
@@ -251,6 +254,32 @@ def test_worker_processes_serve_the_same_batches(datamodule, data_root, face_mod
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+HELD_BY_THE_CALLER = threading.Lock()
+
+
+def caller_lock_is_free(_) -> bool:
+    """Worker: whether this process's copy of the lock can be taken (a forked copy of a held lock never can)."""
+    if not HELD_BY_THE_CALLER.acquire(timeout=2):
+        return False
+    HELD_BY_THE_CALLER.release()
+    return True
+
+
+def parent_process_id(_) -> int:
+    return os.getppid()
+
+
+def test_preprocessing_workers_do_not_inherit_the_callers_locks():
+    """A lock held in the calling process (as a web server's or trainer's thread may hold one) is copied,
+    held, into a forked worker, which then waits on it forever; the pool's workers start from a clean process."""
+    with HELD_BY_THE_CALLER:
+        with preprocessing.worker_pool(2) as pool:
+            free = pool.map(caller_lock_is_free, range(4))
+            parents = set(pool.map(parent_process_id, range(4)))
+    assert free == [True] * 4
+    assert os.getpid() not in parents
+
+
 def test_cache_holds_the_direct_computation(datamodule, data_root, face_model):
     cache = datamodule.cache
     assert cache.images.shape == (40, 3, 112, 112) and cache.vertices_mm.shape == (20, face_model.n_vertices, 3)
@@ -274,10 +303,10 @@ def test_cache_holds_the_direct_computation(datamodule, data_root, face_model):
 
 
 def test_second_run_only_memory_maps(datamodule, data_root, face_model, monkeypatch):
-    def no_decoding(path, *args):
-        raise AssertionError(f"decoded {path} again")
+    def no_workers(processes):
+        raise AssertionError("started preprocessing workers again")
 
-    monkeypatch.setattr(preprocessing, "aligned_chip", no_decoding)
+    monkeypatch.setattr(datamodules.cache, "worker_pool", no_workers)
     dm = make_datamodule(data_root, face_model)
     dm.setup()
     assert dm.cache.folder == datamodule.cache.folder

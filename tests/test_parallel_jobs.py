@@ -165,6 +165,7 @@ def train_cli(overrides: list[str], **popen) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # builds data and models from nothing
 def test_two_job_joblib_sweep_on_an_empty_cache_builds_everything_once(tmp_path):
     """`-m hydra/launcher=joblib` with 2 parallel jobs (seeds 0, 1) on empty data/ and cache/: both finish,
     from one base model, one dataset each, one preprocessing cache each, no temporary file left."""

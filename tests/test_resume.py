@@ -95,6 +95,7 @@ def test_last_checkpoint_every_n_train_steps_within_an_epoch(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # builds data and models from nothing
 def test_kill_after_a_non_improving_epoch_then_resume(tmp_path):
     """train.py killed (-9) after epochs that did not improve (monitor `epoch`, mode min: only epoch 0 is a
     best), resumed with ckpt_path=last: it continues at the killed epoch's start, and metrics.json holds
