@@ -48,7 +48,10 @@ def restore(cfg: DictConfig) -> dict:
              report["registration"]["method"], report["registration"]["rms_mm"], report["wound"]["vertices"],
              report["wound"]["source"], report["filling"], cfg.paths.output_dir)
     if restoration.filling is None:
-        raise ValueError(f"{cfg.scan}: no filling: {restoration.filling_error}")
+        hint = "" if mask is not None else (
+            " (the wound was detected; draw it and pass it as wound_mask=<file.npz> with a `mask`, one bool per"
+            " scan vertex)")
+        raise ValueError(f"{cfg.scan}: no filling: {restoration.filling_error}{hint}")
     return paths
 
 

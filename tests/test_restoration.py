@@ -367,7 +367,7 @@ def run_restore(*overrides):
 
 
 def test_restore_cli_writes_every_output_in_the_scans_frame_and_units(face_model, wounded, tmp_path):
-    _, _, wound = wounded
+    _, complete, wound = wounded
     vertices, faces = remeshed(wound.vertices_mm, face_model.faces)
     scan = tmp_path / "scan.stl"
     trimesh.Trimesh(RIGID.apply(vertices) / 1000.0, faces, process=False).export(scan)
@@ -388,6 +388,12 @@ def test_restore_cli_writes_every_output_in_the_scans_frame_and_units(face_model
     assert np.linalg.norm(stl.vertices.mean(axis=0) - wounded_part.mean(axis=0)) < 0.01  # on the wound, in the scan's frame
     bad = run_restore(f"scan={tmp_path / 'missing.obj'}", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and f"{tmp_path / 'missing.obj'}: scan file not found" in bad.stderr
+    intact = tmp_path / "intact.ply"  # no wound to find: the message says how to give one
+    trimesh.Trimesh(complete, face_model.faces, process=False).export(intact)
+    unfound = run_restore(f"scan={intact}", f"hydra.run.dir={tmp_path / 'intact'}", "~face_model",
+                          "+face_model._target_=face_models.toy_face_model", "+face_model.subdivisions=4")
+    assert unfound.returncode != 0 and f"{intact}: no filling: the wound mask is empty" in unfound.stderr
+    assert "pass it as wound_mask=<file.npz>" in unfound.stderr
 
 
 def test_evaluation_rows_on_a_known_case(face_model, wounded):
