@@ -279,6 +279,43 @@ def test_the_robust_fit_ignores_a_dent(face_model, wounded):
     assert errors["least squares"] > 4 * errors["robust"], errors
 
 
+def test_the_refit_margin_is_the_given_masks_or_the_detected_ones(face_model, wounded, monkeypatch):
+    """The refit leaves out the scan points within ``given_mask_margin_mm`` of a given mask's vertices, and
+    within ``wound_margin_mm`` of a detected one's; 1 mm is less than the toy mesh's spacing, so a given
+    mask's margin leaves out its own vertices and nothing else."""
+    from scipy.spatial import cKDTree
+
+    import faceregen.restoration.restorer as restorer_module
+    from faceregen.restoration.completion import FaceModelFit
+
+    _, _, wound = wounded
+    scan = scan_from_arrays(wound.vertices_mm, face_model.faces, "dented", "mm")
+    left_out, detected = [], []
+    fit, detect = FaceModelFit.fit, restorer_module.detect_wound
+
+    def recorded_fit(self, points, normals, pose, prior_code=None, iterations=None, excluded=None, start_code=None):
+        if excluded is not None:
+            left_out.append((points, excluded))
+        return fit(self, points, normals, pose, prior_code, iterations, excluded, start_code)
+
+    monkeypatch.setattr(FaceModelFit, "fit", recorded_fit)
+    monkeypatch.setattr(restorer_module, "detect_wound", lambda *args: detected.append(detect(*args)) or detected[-1])
+    for given_margin, detected_margin, given in ((1.0, 50.0, True), (6.0, 50.0, True), (50.0, 6.0, False)):
+        left_out.clear(), detected.clear()
+        Restorer(face_model, wound_margin_mm=detected_margin, given_mask_margin_mm=given_margin, wound_refits=1)(
+            scan, wound_mask=wound.mask if given else None)
+        [(points, excluded)] = left_out
+        mask = wound.mask if given else detected[0]
+        assert mask.any()
+        near_mm, _ = cKDTree(scan.vertices_mm[mask]).query(points)
+        np.testing.assert_array_equal(excluded, near_mm < (given_margin if given else detected_margin))
+        if given_margin == 1.0:
+            wound_points = cKDTree(scan.vertices_mm[wound.mask]).query(points)[0] == 0
+            np.testing.assert_array_equal(excluded, wound_points)
+    with pytest.raises(ValueError, match="given_mask_margin_mm=-1.0: expected a distance >= 0 mm"):
+        Restorer(face_model, given_mask_margin_mm=-1.0)
+
+
 def test_the_refit_leaves_the_given_wound_out(face_model, wounded):
     """A least-squares fit follows the dent; refitted without the (given) wound it restores the face."""
     _, complete, wound = wounded

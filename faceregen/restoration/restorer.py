@@ -19,7 +19,9 @@ Per scan (:class:`Restorer`):
    regions (:data:`~faceregen.synthetic.wounds.WOUNDABLE_REGIONS`). With the face model, ``wound_refits``
    times: the code and pose (``refit_iterations`` IRLS steps from the last code) and the detail layer are
    refitted without the points within ``wound_margin_mm`` of the wound (the wound's shallow rim, which the
-   detection misses, lies there), and the wound is detected again (a given mask stays).
+   detection misses, lies there), and the wound is detected again. A given mask stays, and its margin is
+   ``given_mask_margin_mm``: a mask that holds the whole wound leaves no rim behind, and every intact point
+   kept near the wound steadies the fit there.
 4. The filling (:func:`scan_filling`): the scan's wound patch (the scan's holes the wound touches capped,
    the mask grown to a clean border) and the same patch lifted onto the completed surface (where it lies
    inside, along the wound's one direction: :mod:`~faceregen.restoration.lift`; to its nearest points where
@@ -135,12 +137,17 @@ class Restorer:
 
     def __init__(self, face_model: LinearFaceModel, completion: CompletionSettings = CompletionSettings(),
                  icp: IcpSettings = IcpSettings(), wound: WoundSettings = WoundSettings(),
-                 max_points: int = 4000, wound_margin_mm: float = 6.0, n_hypotheses: int = 10,
-                 wound_refits: int = 2, refit_iterations: int = 4, accept_fit_mm2: float = 3.0) -> None:
+                 max_points: int = 4000, wound_margin_mm: float = 6.0, given_mask_margin_mm: float = 1.0,
+                 n_hypotheses: int = 10, wound_refits: int = 2, refit_iterations: int = 4,
+                 accept_fit_mm2: float = 3.0) -> None:
+        for name, margin in (("wound_margin_mm", wound_margin_mm), ("given_mask_margin_mm", given_mask_margin_mm)):
+            if not margin >= 0:
+                raise ValueError(f"{name}={margin}: expected a distance >= 0 mm")
         self.face_model = face_model
         self.fit = FaceModelFit(face_model, completion, icp)
         self.icp, self.wound = icp, wound
         self.max_points, self.wound_margin_mm = int(max_points), float(wound_margin_mm)
+        self.given_mask_margin_mm = float(given_mask_margin_mm)
         self.n_hypotheses, self.accept_fit_mm2 = int(n_hypotheses), float(accept_fit_mm2)
         self.wound_refits, self.refit_iterations = int(wound_refits), int(refit_iterations)
         self.woundable = np.zeros(face_model.n_vertices, dtype=bool)
@@ -199,10 +206,11 @@ class Restorer:
         facial = self.facial(scan, registration.pose, template)
         mask = np.asarray(wound_mask, bool) if given else detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm,
                                                                        sigma, self.wound, facial)
+        margin_mm = self.given_mask_margin_mm if given else self.wound_margin_mm
         for _ in range(self.wound_refits if fitted is not None else 0):
             if not mask.any():
                 break
-            near, _ = cKDTree(scan.vertices_mm[mask]).query(points, distance_upper_bound=self.wound_margin_mm)
+            near, _ = cKDTree(scan.vertices_mm[mask]).query(points, distance_upper_bound=margin_mm)
             excluded = np.isfinite(near)
             code, pose, _, sigma, _ = self.fit.fit(points, normals, fitted.pose, prior_code, self.refit_iterations,
                                                    excluded, fitted.code[: self.fit.n_components])
