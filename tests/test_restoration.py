@@ -352,6 +352,28 @@ def test_a_shallow_dent_is_the_wound_only_when_no_region_reaches_the_threshold()
     assert np.array_equal(found(shallow + shallower), shallow > 0.2)  # the deepest region only
 
 
+def test_the_wound_grows_over_its_shallow_rim_and_no_further():
+    """On a plane: a wound of radius 4 mm, a shallow rim (0.5 mm) out to 10 mm, intact skin (0 mm) to 12.5 mm,
+    then a shallow ring (0.5 mm) again to 13.5 mm, within reach (10 mm) but not connected: the grown mask is
+    the disc of radius 10 mm."""
+    from faceregen.restoration.wound_detection import grow_into_rim
+
+    plane, faces = plane_grid(30.0, 1.0)
+    radius = np.linalg.norm(plane[:, :2], axis=1)
+    wound = radius <= 4.0
+    depth = np.where(wound, 3.0, np.where((radius <= 10.0) | ((radius > 12.5) & (radius <= 13.5)), 0.5, 0.0))
+    grown = grow_into_rim(plane, faces, depth, wound)
+    np.testing.assert_array_equal(grown, radius <= 10.0)
+    near = grow_into_rim(plane, faces, depth, wound, WoundSettings(rim_mm=3.0))  # reach: 3 mm from the wound
+    assert near.sum() < grown.sum()
+    to_wound_mm = np.linalg.norm(plane[:, None, :2] - plane[None, wound, :2], axis=2).min(axis=1)
+    np.testing.assert_array_equal(near, to_wound_mm < 3.0)
+    assert np.array_equal(grow_into_rim(plane, faces, depth, wound, WoundSettings(rim_mm=0.0)), wound)
+    assert np.array_equal(grow_into_rim(plane, faces, depth, wound, WoundSettings(rim_floor_mm=0.6)), wound)
+    facial = radius <= 8.0
+    np.testing.assert_array_equal(grow_into_rim(plane, faces, depth, wound, facial=facial), facial)
+
+
 def test_a_remeshed_scan_gives_a_watertight_filling_of_the_same_volume(face_model, wounded):
     _, complete, wound = wounded
     true_volume = extract_filling(wound.vertices_mm, complete, face_model.faces, wound.mask).volume

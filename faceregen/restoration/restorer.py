@@ -22,6 +22,8 @@ Per scan (:class:`Restorer`):
    detection misses, lies there), and the wound is detected again. A given mask stays, and its margin is
    ``given_mask_margin_mm``: a mask that holds the whole wound leaves no rim behind, and every intact point
    kept near the wound steadies the fit there.
+   Last, a detected wound is extended over its shallow rim
+   (:func:`~faceregen.restoration.wound_detection.grow_into_rim`).
 4. The filling (:func:`scan_filling`): the scan's wound patch (the scan's holes the wound touches capped,
    the mask grown to a clean border) and the same patch lifted onto the completed surface (where it lies
    inside, along the wound's one direction: :mod:`~faceregen.restoration.lift`; to its nearest points where
@@ -55,6 +57,7 @@ from faceregen.restoration.wound_detection import (
     WoundSettings,
     depth_below_surface,
     detect_wound,
+    grow_into_rim,
     vertex_areas_mm2,
 )
 from faceregen.synthetic.wounds import WOUNDABLE_REGIONS
@@ -219,6 +222,8 @@ class Restorer:
             depth = depth_below_surface(scan.vertices_mm, completed, faces)
             if not given:
                 mask = detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm, sigma, self.wound, facial)
+        if not given:
+            mask = grow_into_rim(scan.vertices_mm, scan.faces, depth.depth_mm, mask, self.wound, facial)
         lap("wound")
         filling, error = None, None
         try:

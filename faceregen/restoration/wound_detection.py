@@ -15,6 +15,12 @@ model fits worst, stay out), and never where the scan ends (its longest border l
 (:func:`~faceregen.restoration.holes.scan_end`: a partial scan's end is no evidence of a wound); the rims of
 the scan's holes may be wounded (a deep wound's steep walls are often a hole in a face-only scan). Unmasked
 islands bordering a region, smaller than it, are filled. A given mask always wins.
+
+The wound's shallow rim lies below ``low_mm`` (the fit's noise level keeps the hysteresis out of it), and a
+filling without it comes out short. :func:`grow_into_rim` extends the final mask over it: the vertices within
+``rim_mm`` of the mask and deeper than ``rim_floor_mm`` (about the fit's robust scale on intact skin),
+connected to it through such vertices. Only the final mask grows: the refits keep their margin around the
+detected wound.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class WoundSettings:
     low_floor_mm: float = 0.2
     low_sigmas: float = 1.0
     min_area_mm2: float = 50.0
+    rim_mm: float = 10.0
+    rim_floor_mm: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -77,14 +85,18 @@ def _components(faces: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.where(keep, labels, -1)
 
 
+def woundable(vertices_mm: np.ndarray, faces: np.ndarray, facial: np.ndarray | None) -> np.ndarray:
+    """The vertices (N,) bool that may be wounded: ``facial`` ones (all when None) away from the scan's end."""
+    keep = ~scan_end(vertices_mm, faces)
+    return keep if facial is None else keep & facial
+
+
 def detect_wound(vertices_mm: np.ndarray, faces: np.ndarray, depth_mm: np.ndarray, sigma_mm: float,
                  settings: WoundSettings = WoundSettings(), facial: np.ndarray | None = None) -> np.ndarray:
     """The wound mask (N,) bool of a scan from its depth below the completed surface (module docstring),
     among the ``facial`` vertices (N,) bool when given."""
     low = max(settings.low_floor_mm, settings.low_sigmas * sigma_mm)
-    candidate = (depth_mm > min(low, settings.threshold_mm)) & ~scan_end(vertices_mm, faces)
-    if facial is not None:
-        candidate &= facial
+    candidate = (depth_mm > min(low, settings.threshold_mm)) & woundable(vertices_mm, faces, facial)
     labels = _components(faces, candidate)
     area = vertex_areas_mm2(vertices_mm, faces)
     mask = np.zeros(len(depth_mm), dtype=bool)
@@ -109,3 +121,17 @@ def detect_wound(vertices_mm: np.ndarray, faces: np.ndarray, depth_mm: np.ndarra
             if sizes[label] < mask.sum() and sizes[label] < sizes.max():
                 mask |= outside == label
     return mask
+
+
+def grow_into_rim(vertices_mm: np.ndarray, faces: np.ndarray, depth_mm: np.ndarray, mask: np.ndarray,
+                  settings: WoundSettings = WoundSettings(), facial: np.ndarray | None = None) -> np.ndarray:
+    """The wound ``mask`` (N,) bool extended over its shallow rim (module docstring): the woundable vertices
+    within ``rim_mm`` of the mask (straight-line distance) and deeper than ``rim_floor_mm`` that reach it along
+    mesh edges through such vertices."""
+    if not mask.any() or settings.rim_mm <= 0:
+        return mask
+    near_mm, _ = cKDTree(vertices_mm[mask]).query(vertices_mm, distance_upper_bound=settings.rim_mm)
+    allowed = mask | (np.isfinite(near_mm) & (depth_mm > settings.rim_floor_mm)
+                      & woundable(vertices_mm, faces, facial))
+    labels = _components(faces, allowed)
+    return np.isin(labels, np.unique(labels[mask]))
