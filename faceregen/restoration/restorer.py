@@ -223,7 +223,7 @@ class Restorer:
             if not given:
                 mask = detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm, sigma, self.wound, facial)
         if not given:
-            mask = grow_into_rim(scan.vertices_mm, scan.faces, depth.depth_mm, mask, self.wound, facial)
+            mask = grow_into_rim(scan.vertices_mm, scan.faces, depth.depth_mm, mask, self.wound)
         lap("wound")
         filling, error = None, None
         try:

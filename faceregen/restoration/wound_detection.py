@@ -19,8 +19,9 @@ islands bordering a region, smaller than it, are filled. A given mask always win
 The wound's shallow rim lies below ``low_mm`` (the fit's noise level keeps the hysteresis out of it), and a
 filling without it comes out short. :func:`grow_into_rim` extends the final mask over it: the vertices within
 ``rim_mm`` of the mask and deeper than ``rim_floor_mm`` (about the fit's robust scale on intact skin),
-connected to it through such vertices. Only the final mask grows: the refits keep their margin around the
-detected wound.
+connected to it through such vertices, in the facial regions or not (the generator's wounds, seeded there,
+reach beyond them: a third of some test wounds' vertices). Only the final mask grows: the refits keep their
+margin around the detected wound.
 """
 
 from __future__ import annotations
@@ -124,14 +125,14 @@ def detect_wound(vertices_mm: np.ndarray, faces: np.ndarray, depth_mm: np.ndarra
 
 
 def grow_into_rim(vertices_mm: np.ndarray, faces: np.ndarray, depth_mm: np.ndarray, mask: np.ndarray,
-                  settings: WoundSettings = WoundSettings(), facial: np.ndarray | None = None) -> np.ndarray:
-    """The wound ``mask`` (N,) bool extended over its shallow rim (module docstring): the woundable vertices
-    within ``rim_mm`` of the mask (straight-line distance) and deeper than ``rim_floor_mm`` that reach it along
-    mesh edges through such vertices."""
+                  settings: WoundSettings = WoundSettings()) -> np.ndarray:
+    """The wound ``mask`` (N,) bool extended over its shallow rim (module docstring): the vertices within
+    ``rim_mm`` of the mask (straight-line distance), deeper than ``rim_floor_mm`` and not at the scan's end,
+    that reach it along mesh edges through such vertices. The facial regions do not bound it: a wound seeded
+    in them may reach beyond (a chin's into the jaw, a scar's toward an eye or ear)."""
     if not mask.any() or settings.rim_mm <= 0:
         return mask
     near_mm, _ = cKDTree(vertices_mm[mask]).query(vertices_mm, distance_upper_bound=settings.rim_mm)
-    allowed = mask | (np.isfinite(near_mm) & (depth_mm > settings.rim_floor_mm)
-                      & woundable(vertices_mm, faces, facial))
+    allowed = mask | (np.isfinite(near_mm) & (depth_mm > settings.rim_floor_mm) & woundable(vertices_mm, faces, None))
     labels = _components(faces, allowed)
     return np.isin(labels, np.unique(labels[mask]))
