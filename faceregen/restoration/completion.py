@@ -11,11 +11,10 @@ face's triangles (barycentric ``b_i`` on triangle ``f_i``, unit normal ``n_i``) 
 
 with Tukey weights ``w_i`` (zero beyond ``4.685 sigma``, for far or back-facing matches, and for points deeper
 than ``wound_cutoff_mm`` inside the face: tissue loss lies inside, skin the model misses on both sides, so a
-deep inward residual is wound whatever the current scale): the wound, holes and noise are outliers. Points
-the caller marks ``excluded`` (in and near a detected wound) are left out. The robust scale is annealed: at
-step ``t`` it is at least ``3 mm x 0.6^t`` (then the floor), so the first steps, far from the scan, still see
-most of it. ``z_prior`` is the image's predicted code when given (then weighted by
-``image_prior_weight_mm2``), else 0 (the model's mean: ``z ~ N(0, I)``).
+deep inward residual is wound whatever the current scale): the wound, holes and noise are outliers. The
+robust scale is annealed: at step ``t`` it is at least ``3 mm x 0.6^t`` (then the floor), so the first
+steps, far from the scan, still see most of it. ``z_prior`` is the image's predicted code when given (then
+weighted by ``image_prior_weight_mm2``), else 0 (the model's mean: ``z ~ N(0, I)``).
 
 Detail: the fitted face misses what the model cannot express. A per-vertex offset ``h`` along the vertex
 normals,
@@ -25,8 +24,27 @@ normals,
 (``L = I - D^-1 A`` the graph Laplacian of the mesh; ``w_i`` 1 for the points at most ``detail_reach_mm``
 outside and ``wound_cutoff_mm`` inside the fitted face, else 0: skin the model misses, not the deeper wound)
 follows the intact skin and continues smoothly (bi-Laplacian) across the wound and the scan's holes, where
-there is no data; far from any data it decays to 0. Points in and near the detected wound are left out by the caller (``excluded``), so the
-filling's rim meets the skin.
+there is no data; far from any data it decays to 0.
+
+Refit (:meth:`FaceModelFit.refit`, once the wound is known): pose, code and detail together, without the
+points the caller marks ``excluded`` (in and near the wound, so the filling's rim meets the skin):
+
+    min_{dp, dz, h} sum_i w_i (r_i + J_i^pose dp - n_i^T sum_k b_ik B_{f_ik} dz - sum_k b_ik h_{f_ik})^2
+                    + refit_prior_weight_mm2 |z + dz - z_prior|^2 + refit_detail_smoothing |L h|^2
+                    + detail_decay |h|^2,
+
+``w_i`` Tukey weights of the residuals left after the detail (at the scale's floor, among the points the
+detail layer may follow). Fitted one after the other, the code takes up the skin it cannot express as noise:
+the first fit's strong prior pull (8 mm^2, the variance of that correlated residual) is what keeps it from
+bending the face toward the skin's bumps, and the same pull holds it back across the wound. Fitted together,
+the detail takes up the skin, the residual left is the scan's own noise, and the code's prior pull is that
+noise's variance (0.1 mm^2). The detail is eliminated by its Schur complement: with ``S`` the points'
+barycentric spread (N, V), ``W`` the weights, ``R`` the rows of ``(dp, dz)`` and
+``D = refit_detail_smoothing L^T L + detail_decay I + S^T W S``, ``h = D^-1 S^T W (r + R d)`` and ``d`` solves
+``(R^T W R - R^T W S D^-1 S^T W R + prior) d = -R^T W r + R^T W S D^-1 S^T W r - prior term``: one sparse
+factorisation and ``7 + k`` solves a step. On 56 validation scans with the generator's wound mask given, the
+wound-region RMSE is 0.40 mm against 0.51 fitted one after the other (fillings within 10% of the true volume:
+70% against 55%).
 
 The mirrored scan (:func:`mirrored_scan_surface`) is the clinical baseline: the scan reflected across the
 face model's mid-sagittal plane (``x = 0`` in the model frame) and registered to the scan by the same robust
@@ -65,18 +83,22 @@ ANNEALING_RATE = 0.6
 @dataclass(frozen=True)
 class CompletionSettings:
     """See the module docstring. ``n_components``: at most this many (all of a smaller face model's);
-    ``prior_weight_mm2`` pulls the code toward 0 (no image);
-    ``image_prior_weight_mm2`` toward the image's code; ``detail_smoothing``/``detail_decay``: 0 smoothing
-    switches the detail layer off; ``wound_cutoff_mm``: ``inf`` keeps the deep inward points."""
+    ``prior_weight_mm2`` pulls the code toward 0 (no image) in the first fit, ``image_prior_weight_mm2``
+    toward the image's code; ``refit_prior_weight_mm2`` toward either in the refits with the detail layer;
+    ``detail_smoothing``/``detail_decay``: the first fit's detail layer, ``refit_detail_smoothing`` the
+    refits' (0 switches a layer off; the refits then fit code and pose with the first fit's prior weights);
+    ``wound_cutoff_mm``: ``inf`` keeps the deep inward points."""
 
     n_components: int = 100
     iterations: int = 12
     prior_weight_mm2: float = 8.0
     image_prior_weight_mm2: float = 8.0
     detail_smoothing: float = 5.0
+    refit_detail_smoothing: float = 1.0
     detail_decay: float = 1e-3
     detail_reach_mm: float = 3.0
     wound_cutoff_mm: float = 2.0
+    refit_prior_weight_mm2: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -118,11 +140,11 @@ class FaceModelFit:
         self.mean = face_model.mean_mm.astype(np.float64)
         # (3V, k): the basis as one matrix, vertex-major (row 3 v + c is vertex v's coordinate c)
         self.basis = face_model.basis_mm[:, :, : self.n_components].astype(np.float64).reshape(-1, self.n_components)
-        self.bilaplacian = None
-        if settings.detail_smoothing > 0:
-            laplacian = _graph_laplacian(face_model.faces, face_model.n_vertices)
-            self.bilaplacian = (settings.detail_smoothing * (laplacian.T @ laplacian)
-                                + settings.detail_decay * sp.identity(face_model.n_vertices)).tocsc()
+        laplacian = _graph_laplacian(face_model.faces, face_model.n_vertices)
+        #: ``smoothing L^T L + detail_decay I`` of the first fit's detail layer and of the refits' (None: off)
+        self.bilaplacian, self.refit_bilaplacian = (
+            (smoothing * (laplacian.T @ laplacian) + settings.detail_decay * sp.identity(face_model.n_vertices)).tocsc()
+            if smoothing > 0 else None for smoothing in (settings.detail_smoothing, settings.refit_detail_smoothing))
 
     def shape(self, code: np.ndarray) -> np.ndarray:
         return self.mean + (self.basis @ code).reshape(-1, 3)
@@ -137,16 +159,38 @@ class FaceModelFit:
                                shape=(n, self.basis.shape[0]))
         return spread @ self.basis
 
+    def _prior(self, prior_code: np.ndarray | None, refit: bool) -> tuple[np.ndarray, float]:
+        """The code's prior mean (0, or the image's code) and its weight (mm^2) in the first fit or a refit."""
+        k, settings = self.n_components, self.settings
+        if refit and self.refit_bilaplacian is not None:
+            weight = settings.refit_prior_weight_mm2
+        else:
+            weight = settings.prior_weight_mm2 if prior_code is None else settings.image_prior_weight_mm2
+        return (np.zeros(k) if prior_code is None else np.asarray(prior_code, np.float64)[:k]), weight
+
+    def _normal_equations(self, moved: np.ndarray, found, w: np.ndarray, code: np.ndarray, target: np.ndarray,
+                          weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(lhs, rhs, rows, centre)`` of one step over (pose, code) with the weights ``w`` (N,): ``rows``
+        (N, 6 + k) the residuals' derivatives (zero where ``w`` is), the prior's terms included."""
+        keep = w > 0
+        centre = (w[keep, None] * moved[keep]).sum(axis=0) / w[keep].sum()
+        rows = np.zeros((len(w), 6 + self.n_components))
+        rows[keep] = np.concatenate([pose_rows(moved[keep], found.normal[keep], centre, False),
+                                     -self.code_rows(found.normal[keep], found.barycentric[keep], found.corners[keep])],
+                                    axis=1)
+        lhs = rows.T @ (w[:, None] * rows)
+        rhs = -rows.T @ (w * found.residual)
+        lhs[6:, 6:] += weight * np.eye(self.n_components)
+        lhs[:6, :6] += 1e-6 * np.eye(6)
+        rhs[6:] -= weight * (code - target)
+        return lhs, rhs, rows, centre
+
     def fit(self, points: np.ndarray, point_normals: np.ndarray, pose: Similarity, prior_code: np.ndarray | None = None,
-            iterations: int | None = None, excluded: np.ndarray | None = None,
-            start_code: np.ndarray | None = None) -> tuple[np.ndarray, Similarity, np.ndarray, float, float]:
+            iterations: int | None = None) -> tuple[np.ndarray, Similarity, np.ndarray, float, float]:
         """Code (n_components,), pose, weights (N,), robust scale (mm) and truncated cost (mm^2, 5 mm) of the
-        IRLS fit (module docstring) to the points not ``excluded`` (N,) bool, from ``start_code`` (default:
-        the prior)."""
-        k = self.n_components
-        target = np.zeros(k) if prior_code is None else np.asarray(prior_code, np.float64)[:k]
-        weight = self.settings.prior_weight_mm2 if prior_code is None else self.settings.image_prior_weight_mm2
-        code = target.copy() if start_code is None else np.asarray(start_code, np.float64)[:k].copy()
+        IRLS fit (module docstring) from the prior's code."""
+        target, weight = self._prior(prior_code, refit=False)
+        code = target.copy()
         iterations = self.settings.iterations if iterations is None else iterations
         for step in range(iterations + 1):
             vertices = self.shape(code)
@@ -154,54 +198,90 @@ class FaceModelFit:
             found = self.surface.match(moved, point_normals @ pose.rotation.T, vertices, cKDTree(vertices),
                                        self.icp_settings)
             used = found.valid & (found.residual > -self.settings.wound_cutoff_mm)
-            if excluded is not None:
-                used &= ~excluded
             w = np.zeros(len(points))
             floor = max(self.icp_settings.sigma_floor_mm, ANNEALING_START_MM * ANNEALING_RATE**step)
             w[used], sigma = tukey_weights(found.residual[used], floor)
             keep = w > 0
             if step == iterations or keep.sum() < 10:  # done, or nothing left to fit (a wrong orientation)
                 return code, pose, w, sigma, truncated_cost(found, 5.0) if keep.sum() >= 10 else np.inf
-            centre = (w[keep, None] * moved[keep]).sum(axis=0) / w[keep].sum()
-            code_rows = self.code_rows(found.normal[keep], found.barycentric[keep], found.corners[keep])
-            rows = np.concatenate([pose_rows(moved[keep], found.normal[keep], centre, False), -code_rows], axis=1)
-            lhs = rows.T @ (w[keep, None] * rows)
-            rhs = -rows.T @ (w[keep] * found.residual[keep])
-            lhs[6:, 6:] += weight * np.eye(k)
-            lhs[:6, :6] += 1e-6 * np.eye(6)
-            rhs[6:] -= weight * (code - target)
+            lhs, rhs, _, centre = self._normal_equations(moved, found, w, code, target, weight)
             delta = np.linalg.solve(lhs, rhs)
             pose = pose.then(pose_step(delta[:6], centre))
             code = code + delta[6:]
         raise AssertionError("unreachable")
 
-    def detail(self, vertices: np.ndarray, points_model: np.ndarray, point_normals_model: np.ndarray,
-               excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """Normal offsets ``h`` (V,) of the detail layer, the face with them (V, 3) and the share of points
-        used, from the points (already in the model frame) not ``excluded`` (N,) bool."""
-        found = self.surface.match(points_model, point_normals_model, vertices, cKDTree(vertices), self.icp_settings)
-        w = (found.valid & ~excluded & (found.residual < self.settings.detail_reach_mm)
-             & (found.residual > -self.settings.wound_cutoff_mm)).astype(np.float64)
-        if self.bilaplacian is None:
-            return np.zeros(len(vertices)), vertices, float(w.mean())
-        n = len(vertices)
-        spread = sp.coo_matrix((found.barycentric.ravel(), (np.repeat(np.arange(len(w)), 3), found.corners.ravel())),
-                               shape=(len(w), n)).tocsr()
-        data = spread.T @ sp.diags(w) @ spread
-        # symmetric positive definite: SuperLU in symmetric mode with a minimum-degree ordering of A + A^T
-        # (a third of the time of the default column ordering, same solution)
-        factor = splu((self.bilaplacian + data).tocsc(), permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
-        offsets = factor.solve(spread.T @ (w * found.residual))
-        return offsets, vertices + offsets[:, None] * vertex_normals(vertices, self.face_model.faces), float(w.mean())
+    @staticmethod
+    def _detail_factor(bilaplacian: sp.csc_matrix, spread: sp.csr_matrix, w: np.ndarray):
+        """The factorised ``bilaplacian + S^T W S`` (symmetric positive definite: SuperLU in symmetric mode
+        with a minimum-degree ordering of A + A^T, a third of the time of the default column ordering, same
+        solution)."""
+        return splu((bilaplacian + spread.T @ sp.diags(w) @ spread).tocsc(), permc_spec="MMD_AT_PLUS_A",
+                    options={"SymmetricMode": True})
 
-    def completion(self, code: np.ndarray, pose: Similarity, sigma_mm: float, points: np.ndarray,
-                   point_normals: np.ndarray, excluded: np.ndarray) -> Completion:
-        """The fitted face with its detail layer, fitted to the points not ``excluded`` (N,) bool."""
-        offsets, completed, used = self.detail(self.shape(code), pose.apply(points), point_normals @ pose.rotation.T,
-                                               excluded)
+    def _spread(self, found, n_points: int) -> sp.csr_matrix:
+        """``S`` (N, V): each point's barycentric weights on its triangle's corners."""
+        return sp.csr_matrix((found.barycentric.ravel(), (np.repeat(np.arange(n_points), 3), found.corners.ravel())),
+                             shape=(n_points, self.face_model.n_vertices))
+
+    def _with_detail(self, code: np.ndarray, pose: Similarity, offsets: np.ndarray, sigma_mm: float,
+                     used: float) -> Completion:
+        vertices = self.shape(code)
         full_code = np.zeros(self.face_model.n_components, np.float32)
         full_code[: len(code)] = code
+        completed = vertices + offsets[:, None] * vertex_normals(vertices, self.face_model.faces)
         return Completion(full_code, pose, completed, offsets, sigma_mm, used)
+
+    def completion(self, code: np.ndarray, pose: Similarity, sigma_mm: float, points: np.ndarray,
+                   point_normals: np.ndarray) -> Completion:
+        """The first fit's face with its detail layer fitted to every point afterwards (module docstring)."""
+        found = self.surface.match(pose.apply(points), point_normals @ pose.rotation.T, self.shape(code),
+                                   cKDTree(self.shape(code)), self.icp_settings)
+        w = (found.valid & (found.residual < self.settings.detail_reach_mm)
+             & (found.residual > -self.settings.wound_cutoff_mm)).astype(np.float64)
+        offsets = np.zeros(self.face_model.n_vertices)
+        if self.bilaplacian is not None:
+            spread = self._spread(found, len(points))
+            offsets = self._detail_factor(self.bilaplacian, spread, w).solve(spread.T @ (w * found.residual))
+        return self._with_detail(code, pose, offsets, sigma_mm, float(w.mean()))
+
+    def refit(self, points: np.ndarray, point_normals: np.ndarray, completion: Completion,
+              prior_code: np.ndarray | None, iterations: int, excluded: np.ndarray) -> Completion:
+        """``iterations`` IRLS steps of code, pose and detail together (module docstring, "Refit") from
+        ``completion``'s, without the points ``excluded`` (N,) bool; without a detail layer, of code and pose."""
+        target, weight = self._prior(prior_code, refit=True)
+        code, pose = np.asarray(completion.code, np.float64)[: self.n_components].copy(), completion.pose
+        offsets = np.zeros(self.face_model.n_vertices)
+        for step in range(iterations + 1):
+            vertices = self.shape(code)
+            moved = pose.apply(points)
+            found = self.surface.match(moved, point_normals @ pose.rotation.T, vertices, cKDTree(vertices),
+                                       self.icp_settings)
+            spread = self._spread(found, len(points))
+            used = (found.valid & ~excluded & (found.residual > -self.settings.wound_cutoff_mm)
+                    & (found.residual < (self.settings.detail_reach_mm if self.refit_bilaplacian is not None else np.inf)))
+            w = np.zeros(len(points))
+            w[used], sigma = tukey_weights((found.residual - spread @ offsets)[used], self.icp_settings.sigma_floor_mm)
+            if (w > 0).sum() < 10:  # nothing left to fit: the wound and its margin cover the scan
+                return self._with_detail(code, pose, offsets, sigma, float((w > 0).mean()))
+            factor = (self._detail_factor(self.refit_bilaplacian, spread, w) if self.refit_bilaplacian is not None
+                      else None)
+            to_detail = spread.T @ (w * found.residual)  # S^T W r
+            if step == iterations:
+                if factor is not None:
+                    offsets = factor.solve(to_detail)
+                return self._with_detail(code, pose, offsets, sigma, float((w > 0).mean()))
+            lhs, rhs, rows, centre = self._normal_equations(moved, found, w, code, target, weight)
+            if factor is not None:  # the detail eliminated: its Schur complement, h = D^-1 (S^T W r + S^T W R delta)
+                coupling = spread.T @ (w[:, None] * rows)  # S^T W R (V, 6 + k)
+                solved = factor.solve(np.concatenate([coupling, to_detail[:, None]], axis=1))
+                lhs -= coupling.T @ solved[:, :-1]
+                rhs += coupling.T @ solved[:, -1]
+            delta = np.linalg.solve(lhs, rhs)
+            if factor is not None:
+                offsets = solved[:, -1] + solved[:, :-1] @ delta
+            pose = pose.then(pose_step(delta[:6], centre))
+            code = code + delta[6:]
+        raise AssertionError("unreachable")
 
 
 def mirrored_scan_surface(scan: Scan, pose: Similarity, settings: IcpSettings = IcpSettings(),

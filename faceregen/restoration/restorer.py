@@ -17,8 +17,9 @@ Per scan (:class:`Restorer`):
 3. Wound: the depth of every scan vertex below the completed surface; the mask is the given one, else
    :func:`~faceregen.restoration.wound_detection.detect_wound` among the vertices facing the model's face
    regions (:data:`~faceregen.synthetic.wounds.WOUNDABLE_REGIONS`). With the face model, ``wound_refits``
-   times: the code and pose (``refit_iterations`` IRLS steps from the last code) and the detail layer are
-   refitted without the points within ``wound_margin_mm`` of the wound (the wound's shallow rim, which the
+   times: the code, pose and detail layer are refitted together (``refit_iterations`` IRLS steps from the
+   last fit: :meth:`~faceregen.restoration.completion.FaceModelFit.refit`) without the points within
+   ``wound_margin_mm`` of the wound (the wound's shallow rim, which the
    detection misses, lies there), and the wound is detected again. A given mask stays, and its margin is
    ``given_mask_margin_mm``: a mask that holds the whole wound leaves no rim behind, and every intact point
    kept near the wound steadies the fit there.
@@ -195,7 +196,7 @@ class Restorer:
         fitted = None
         if completion == "face_model":
             code, pose, _, sigma, _ = self.fit.fit(points, normals, registration.pose, prior_code)
-            fitted = self.fit.completion(code, pose, sigma, points, normals, np.zeros(len(points), bool))
+            fitted = self.fit.completion(code, pose, sigma, points, normals)
             completed, faces, sigma = fitted.vertices_scan_mm(), self.face_model.faces, fitted.sigma_mm
         elif completion == "image":
             completed, faces = registration.pose.inverse().apply(template), self.face_model.faces
@@ -210,18 +211,18 @@ class Restorer:
         mask = np.asarray(wound_mask, bool) if given else detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm,
                                                                        sigma, self.wound, facial)
         margin_mm = self.given_mask_margin_mm if given else self.wound_margin_mm
+        seen = mask.copy()
         for _ in range(self.wound_refits if fitted is not None else 0):
-            if not mask.any():
+            if not seen.any():
                 break
-            near, _ = cKDTree(scan.vertices_mm[mask]).query(points, distance_upper_bound=margin_mm)
+            near, _ = cKDTree(scan.vertices_mm[seen]).query(points, distance_upper_bound=margin_mm)
             excluded = np.isfinite(near)
-            code, pose, _, sigma, _ = self.fit.fit(points, normals, fitted.pose, prior_code, self.refit_iterations,
-                                                   excluded, fitted.code[: self.fit.n_components])
-            fitted = self.fit.completion(code, pose, sigma, points, normals, excluded)
-            completed = fitted.vertices_scan_mm()
+            fitted = self.fit.refit(points, normals, fitted, prior_code, self.refit_iterations, excluded)
+            completed, sigma = fitted.vertices_scan_mm(), fitted.sigma_mm
             depth = depth_below_surface(scan.vertices_mm, completed, faces)
             if not given:
                 mask = detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm, sigma, self.wound, facial)
+                seen |= mask
         if not given:
             mask = grow_into_rim(scan.vertices_mm, scan.faces, depth.depth_mm, mask, self.wound)
         lap("wound")
