@@ -19,8 +19,9 @@ Per scan (:class:`Restorer`):
    regions (:data:`~faceregen.synthetic.wounds.WOUNDABLE_REGIONS`). With the face model, ``wound_refits``
    times: the code, pose and detail layer are refitted together (``refit_iterations`` IRLS steps from the
    last fit: :meth:`~faceregen.restoration.completion.FaceModelFit.refit`) without the points within
-   ``wound_margin_mm`` of the wound (the wound's shallow rim, which the
-   detection misses, lies there), and the wound is detected again. A given mask stays, and its margin is
+   ``wound_margin_mm`` of every wound vertex detected so far (the wound's shallow rim, which the detection
+   misses, lies there; a refit that followed part of a wound must not drop it from the next one), and the
+   wound is detected again. A given mask stays, and its margin is
    ``given_mask_margin_mm``: a mask that holds the whole wound leaves no rim behind, and every intact point
    kept near the wound steadies the fit there.
    Last, a detected wound is extended over its shallow rim
