@@ -143,7 +143,7 @@ class Restorer:
     def __init__(self, face_model: LinearFaceModel, completion: CompletionSettings = CompletionSettings(),
                  icp: IcpSettings = IcpSettings(), wound: WoundSettings = WoundSettings(),
                  max_points: int = 4000, wound_margin_mm: float = 6.0, given_mask_margin_mm: float = 1.0,
-                 n_hypotheses: int = 10, wound_refits: int = 2, refit_iterations: int = 4,
+                 n_hypotheses: int = 10, wound_refits: int = 2, refit_iterations: int = 2,
                  accept_fit_mm2: float = 3.0) -> None:
         for name, margin in (("wound_margin_mm", wound_margin_mm), ("given_mask_margin_mm", given_mask_margin_mm)):
             if not margin >= 0:
