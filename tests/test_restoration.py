@@ -368,6 +368,39 @@ def test_wound_detected_on_a_known_dent(face_model, wounded):
     assert detected[wound.depth_mm > 1.0].all()
 
 
+def test_a_wound_facing_away_from_an_unnamed_surface_is_on_the_face(face_model):
+    """The regions leave some surfaces unnamed (the toy head's sides; Anny's mouth cavity, inside the head).
+    A scan vertex on such a surface (facing its way) is off the face; at the same place facing the other way,
+    as the floor of a wound carved in from the face does, it is on the face when its nearest named vertex is
+    the face's (by the nearest vertex alone it was not, and deep scars beside the mouth went undetected)."""
+    from scipy.spatial import cKDTree
+
+    fitter = restorer(face_model)
+    template = face_model.mean_mm.astype(np.float64)
+    normals = vertex_normals(template, face_model.faces)
+    unnamed = np.flatnonzero(~fitter.named)
+    face = face_model.regions["face"]
+    beside_face = unnamed[np.argmin(cKDTree(template[face]).query(template[unnamed])[0])]
+    front = face[np.argmax(template[face, 2])]
+
+    def triangle(centre, normal):
+        """A 1 mm triangle at ``centre`` whose normal is ``normal``."""
+        u = np.cross(normal, [0.0, 1.0, 0.0] if abs(normal[1]) < 0.9 else [1.0, 0.0, 0.0])
+        u /= np.linalg.norm(u)
+        v = np.cross(normal, u)
+        return centre + 0.5 * np.stack([u, -0.5 * u + 0.87 * v, -0.5 * u - 0.87 * v])
+
+    n = normals[beside_face]
+    corners = [triangle(template[front], normals[front]), triangle(template[beside_face], n),
+               triangle(template[beside_face] - 0.5 * n, -n)]
+    scan = scan_from_arrays(np.concatenate(corners), np.arange(9).reshape(3, 3), "three triangles", "mm")
+    np.testing.assert_allclose(vertex_normals(scan.vertices_mm, scan.faces)[[0, 3, 6]], [normals[front], n, -n],
+                               atol=1e-9)
+    identity = Similarity(1.0, np.eye(3), np.zeros(3))
+    facial = fitter.facial(scan, identity, None).reshape(3, 3)
+    assert facial.tolist() == [[True] * 3, [False] * 3, [True] * 3]
+
+
 def test_a_shallow_dent_is_the_wound_only_when_no_region_reaches_the_threshold():
     plane, faces = plane_grid(30.0, 1.0)
     dent = lambda x_mm, depth: spherical_dent_mm(plane - [x_mm, 0.0, 0.0], 20.0, depth)  # noqa: E731

