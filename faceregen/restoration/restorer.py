@@ -15,8 +15,8 @@ Per scan (:class:`Restorer`):
    ``completion="mirror"``: the scan mirrored across the face's mid-sagittal plane (the prosthetist's way).
    ``completion="image"``: the image's predicted face as it is, only registered to the scan (a baseline).
 3. Wound: the depth of every scan vertex below the completed surface; the mask is the given one, else
-   :func:`~faceregen.restoration.wound_detection.detect_wound` among the vertices facing the model's face
-   regions (:data:`~faceregen.synthetic.wounds.WOUNDABLE_REGIONS`). With the face model, ``wound_refits``
+   :func:`~faceregen.restoration.wound_detection.detect_wound` among the vertices on the model's face
+   regions (:data:`~faceregen.synthetic.wounds.WOUNDABLE_REGIONS`; :meth:`Restorer.facial`). With the face model, ``wound_refits``
    times: the code, pose and detail layer are refitted together (``refit_iterations`` IRLS steps from the
    last fit: :meth:`~faceregen.restoration.completion.FaceModelFit.refit`) without the points within
    ``wound_margin_mm`` of every wound vertex detected so far (the wound's shallow rim, which the detection

@@ -9,9 +9,10 @@ sigma)`` with ``sigma`` the fit's robust residual scale, so noise on intact skin
 shallow rim comes in. When no region reaches ``threshold_mm``, the deepest one reaching
 ``fallback_threshold_mm`` is the wound (a scan handed over for a filling has one, and the fit, drawn toward
 the scan, takes part of a shallow scar's depth), never more than that one region. Only ``facial`` vertices may
-be wounded when given (the restorer passes those nearest the face model's face, forehead, nose and lips, where
-the generator's and the clinic's wounds are; ears, scalp and neck, which a face scan barely shows and the
-model fits worst, stay out), and never where the scan ends (its longest border loop) or next to it
+be wounded when given (the restorer passes those whose nearest named vertex of the face model lies in its
+face, forehead, nose or lips, where the generator's and the clinic's wounds are, and which do not lie on a
+surface the regions leave unnamed, such as the mouth cavity: :meth:`~faceregen.restoration.Restorer.facial`;
+ears, scalp and neck, which a face scan barely shows and the model fits worst, stay out), and never where the scan ends (its longest border loop) or next to it
 (:func:`~faceregen.restoration.holes.scan_end`: a partial scan's end is no evidence of a wound); the rims of
 the scan's holes may be wounded (a deep wound's steep walls are often a hole in a face-only scan). Unmasked
 islands bordering a region, smaller than it, are filled. A given mask always wins.
