@@ -436,6 +436,24 @@ def test_the_wound_grows_over_its_shallow_rim_and_no_further():
     np.testing.assert_array_equal(wide, ~at_the_end)
 
 
+
+def test_the_rims_floor_rises_with_the_depths_scatter_outside_the_wound():
+    """The same plane with 0.1 mm of Gaussian scatter on the intact skin beyond the rim: the robust scale of the
+    depth is 0.1 mm, the rim's floor rises from 0.15 to 3 x that, the rim (0.5 mm) still comes in and none of
+    the scatter does; a fixed floor of 0.15 mm (``rim_sigmas=0``) grows into it."""
+    from faceregen.restoration.wound_detection import depth_scale_mm, grow_into_rim
+
+    plane, faces = plane_grid(30.0, 1.0)
+    radius = np.linalg.norm(plane[:, :2], axis=1)
+    wound = radius <= 4.0
+    scatter = np.random.default_rng(0).normal(0.0, 0.1, len(plane))
+    assert abs(depth_scale_mm(scatter) - 0.1) < 0.005
+    assert depth_scale_mm(np.array([0.0, 0.0, 0.0, 5.0])) == 0.0  # an outlier does not move it
+    depth = np.where(wound, 3.0, np.where(radius <= 10.0, 0.5, scatter))
+    np.testing.assert_array_equal(grow_into_rim(plane, faces, depth, wound), radius <= 10.0)
+    fixed = grow_into_rim(plane, faces, depth, wound, WoundSettings(rim_sigmas=0.0))
+    assert fixed[radius <= 10.0].all() and fixed[radius > 10.0].any()
+
 def test_a_remeshed_scan_gives_a_watertight_filling_of_the_same_volume(face_model, wounded):
     _, complete, wound = wounded
     true_volume = extract_filling(wound.vertices_mm, complete, face_model.faces, wound.mask).volume
