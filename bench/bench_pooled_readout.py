@@ -8,7 +8,9 @@ fit, mm): the run's own read-out, a ridge on the imperfect train split alone, an
 and more of the complete faces (alpha chosen on the imperfect validation split each time). The identity
 encoder is the run's (frozen), features standardised as the run standardises them. With ``--ckpt`` of an
 SSL run the complete faces are read by its SwAV-trained encoder, as ``ssl_20pct`` and ``ssl_100pct`` pool
-them (``training.ssl_stage.SSLStage.statistics_path``).
+them (``training.ssl_stage.SSLStage.statistics_path``). A run with ``flip_averaging`` (the default) has every
+ridge learn from the mirror images too and predict the average of each test image's and its mirror image's
+code, as the run does.
 
     python bench/bench_pooled_readout.py [--ckpt <transfer run>/checkpoints/<best>.ckpt]
 
@@ -44,7 +46,7 @@ from evaluate import dataset_arrays  # noqa: E402
 @torch.no_grad()
 def features(encoder, images: np.ndarray) -> np.ndarray:
     """The standardised mid-level features the run's read-out sees (N, D)."""
-    out = [encoder.feature_standardizer(encoder.pooled_stages(encoder.normalize_input(torch.from_numpy(images[s:s + 100]))))
+    out = [encoder.feature_standardizer(encoder.pooled_stages(encoder.normalize_input(torch.from_numpy(np.ascontiguousarray(images[s:s + 100])))))
            for s in range(0, len(images), 100)]
     return torch.cat(out).double().numpy()
 
@@ -76,8 +78,11 @@ def main() -> None:
     complete.setup()
     data = {split: dataset_arrays(imperfect, getattr(imperfect, f"{split}_dataset")) for split in ("train", "val", "test")}
     base = {split: dataset_arrays(complete, getattr(complete, f"{split}_dataset")) for split in ("train", "val", "test")}
+    mirror = module.code_mirror  # None without flip averaging
     x = {split: features(encoder, part["image"]) for split, part in data.items()}
     x_base = {split: features(encoder, part["image"]) for split, part in base.items()}
+    flipped = {split: features(encoder, part["image"][..., ::-1]) for split, part in data.items()} if mirror else {}
+    flipped_base = {split: features(encoder, part["image"][..., ::-1]) for split, part in base.items()} if mirror else {}
     k = module.face_model_decoder.n_components
     protocol = EvaluationProtocol.for_face_model(face_model)
     face = protocol.face
@@ -89,17 +94,27 @@ def main() -> None:
         print(f"{name:52s} face {np.nanmean(metrics['face_rigid_mm']):.3f}  wound {np.nanmean(metrics['wound_rigid_mm']):.3f}",
               flush=True)
 
-    output = module.mapping_network.output
-    report("the run's read-out", x["test"] @ output.weight.detach().double().numpy().T + output.bias.detach().double().numpy())
+    with torch.no_grad():
+        run_codes = torch.cat([module.encode(torch.from_numpy(data["test"]["image"][s:s + 100]))
+                               for s in range(0, len(data["test"]["image"]), 100)]).double().numpy()
+    report("the run's read-out", run_codes)
     codes = {split: best_fit_codes(face_model, part["vertices_mm"], k) for split, part in data.items()}
     codes_base = {split: best_fit_codes(face_model, part["vertices_mm"], k) for split, part in base.items()}
     val_face = data["val"]["vertices_mm"][:, face]
     for parts in ((), ("train",), ("train", "val"), ("train", "val", "test")):
         features_ = np.concatenate([x_base[p] for p in parts] + [x["train"]])
         targets = np.concatenate([codes_base[p] for p in parts] + [codes["train"]])
-        readout = fit_ridge_readout(ReadoutStatistics.of(features_, targets), x["val"], val_face, basis[face], mean[face])
+        statistics = ReadoutStatistics.of(features_, targets)
+        if mirror:
+            statistics = statistics.pooled(ReadoutStatistics.of(
+                np.concatenate([flipped_base[p] for p in parts] + [flipped["train"]]), mirror(targets)))
+        readout = fit_ridge_readout(statistics, x["val"], val_face, basis[face], mean[face],
+                                    val_flipped_features=flipped.get("val"), code_mirror=mirror)
+        predicted = readout.predict_codes(x["test"])
+        if mirror:
+            predicted = 0.5 * (predicted + mirror(readout.predict_codes(flipped["test"])))
         label = "imperfect train" + "".join(f" + complete {p}" for p in parts)
-        report(f"ridge on {label} ({len(features_)} images)", readout.predict_codes(x["test"]))
+        report(f"ridge on {label} ({len(features_)} images{' and their mirror images' if mirror else ''})", predicted)
 
 
 if __name__ == "__main__":

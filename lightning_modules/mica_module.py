@@ -30,12 +30,14 @@ from torch import nn
 from torchmetrics import CatMetric, MeanMetric
 
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict
+from faceregen.encoders.flip_averaging import FlipAveraging
 from faceregen.encoders.readout import ReadoutStatistics, fit_ridge_readout
 from faceregen.evaluation.linear_probe import best_fit_codes
 from faceregen.evaluation.protocol import SAMPLE_METRICS, EvaluationProtocol, now_images
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
 from faceregen.face_model.decoder import region_weights as per_vertex_region_weights
 from faceregen.face_model.linear import LinearFaceModel
+from faceregen.face_model.symmetry import code_mirror
 from faceregen.metrics import masked_mean_distance_mm, per_vertex_distance_mm, similarity_aligned_distance_mm
 from lightning_modules.optimization import encoder_parameter_groups, optimizer_with_scheduler
 
@@ -71,6 +73,9 @@ class MICAModule(pl.LightningModule):
             :meth:`readout_statistics`) for ``readout_init=ridge``: the read-out is fitted on them pooled with
             the training images' rather than toward the read-out it starts from. They must be this encoder's
             features: the embedded base model's beside it, the SwAV stage's beside ``mica_ssl.tar``.
+        flip_averaging: predict the code from each photo and from its mirror image and average them
+            (:mod:`faceregen.encoders.flip_averaging`); the closed-form read-out then also learns from every
+            training image's flip with its head's mirrored code. Needs a face model symmetric about ``x = 0``.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class MICAModule(pl.LightningModule):
         now_test_images: int = 60,
         readout_init: str | None = None,
         base_statistics: str | None = None,
+        flip_averaging: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler"])
@@ -116,6 +122,8 @@ class MICAModule(pl.LightningModule):
         if base_statistics and not readout_init:
             raise ValueError(f"base_statistics={base_statistics!r} serves the closed-form read-out: set readout_init=ridge")
         self._face_model = face_model
+        self.code_mirror = code_mirror(face_model, self.face_model_decoder.n_components) if flip_averaging else None
+        self.flip_averaging = FlipAveraging(self.code_mirror) if flip_averaging else None
         if base_checkpoint:
             self.load_base_checkpoint(base_checkpoint)
 
@@ -132,9 +140,14 @@ class MICAModule(pl.LightningModule):
         return self.protocol.faces
 
     def encode(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """Shape code z (B, K) from aligned uint8 images (B, 3, S, S)."""
-        features = self.identity_encoder(self.identity_encoder.normalize_input(images_uint8))
-        return self.mapping_network(features)
+        """Shape code z (B, K) from aligned uint8 images (B, 3, S, S); with ``flip_averaging``, the mean of the
+        image's and its mirror image's (mirrored back)."""
+        if self.flip_averaging is not None:
+            return self.flip_averaging(self._predict_code, images_uint8)
+        return self._predict_code(images_uint8)
+
+    def _predict_code(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        return self.mapping_network(self.identity_encoder(self.identity_encoder.normalize_input(images_uint8)))
 
     def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """Vertices (B, V, 3) in mm."""
@@ -146,27 +159,43 @@ class MICAModule(pl.LightningModule):
 
     # --- the read-out in closed form ---------------------------------------------------------------
     @torch.no_grad()
-    def _raw_features_and_heads(self, loader) -> tuple[np.ndarray, np.ndarray]:
-        """Identity features before their standardisation (N, D) and the heads (N, V, 3); eval mode."""
+    def _raw_features_and_heads(self, loader) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Identity features before their standardisation (N, D), those of the mirror images (N, D; None
+        without ``flip_averaging``) and the heads (N, V, 3); eval mode."""
         encoder = self.identity_encoder
-        features, heads = [], []
+
+        def features_of(images: torch.Tensor) -> torch.Tensor:
+            return encoder.pooled_stages(images) if encoder.feature_standardizer is not None else encoder(images)
+
+        features, flipped, heads = [], [], []
         for batch in loader:
             images = encoder.normalize_input(batch["image"].to(self.device))
-            features.append(encoder.pooled_stages(images) if encoder.feature_standardizer is not None else encoder(images))
+            features.append(features_of(images))
+            if self.flip_averaging is not None:
+                flipped.append(features_of(images.flip(-1)))
             heads.append(batch["vertices_mm"].numpy())
-        return torch.cat(features).double().cpu().numpy(), np.concatenate(heads)
+        as_array = lambda parts: torch.cat(parts).double().cpu().numpy() if parts else None  # noqa: E731
+        return as_array(features), as_array(flipped), np.concatenate(heads)
 
     def _best_fit_codes(self, heads: np.ndarray) -> np.ndarray:
         return best_fit_codes(self._face_model, heads, self.face_model_decoder.n_components)
 
+    def _statistics(self, features: np.ndarray, flipped: np.ndarray | None, heads: np.ndarray) -> ReadoutStatistics:
+        """The read-out's training set: the images, and with ``flip_averaging`` their mirror images with the
+        mirrored heads' codes."""
+        codes = self._best_fit_codes(heads)
+        statistics = ReadoutStatistics.of(features, codes)
+        return statistics if flipped is None else statistics.pooled(ReadoutStatistics.of(flipped, self.code_mirror(codes)))
+
     def readout_statistics(self, loader) -> ReadoutStatistics:
         """What a read-out learns from ``loader``'s images: their features before standardisation and their
-        heads' best-fit codes (the base stage keeps them for the fine-tuning's read-out)."""
+        heads' best-fit codes, with their mirror images under ``flip_averaging`` (the base stage keeps them
+        for the fine-tuning's read-out)."""
         training = self.training
         self.eval()
-        features, heads = self._raw_features_and_heads(loader)
+        statistics = self._statistics(*self._raw_features_and_heads(loader))
         self.train(training)
-        return ReadoutStatistics.of(features, self._best_fit_codes(heads))
+        return statistics
 
     @torch.no_grad()
     def fit_readout(self, train_loader, val_loader) -> None:
@@ -177,13 +206,14 @@ class MICAModule(pl.LightningModule):
         images' (no prior read-out); else toward the read-out the module starts from."""
         training = self.training
         self.eval()
-        features, heads = self._raw_features_and_heads(train_loader)
+        features, flipped, heads = self._raw_features_and_heads(train_loader)
         standardizer = self.identity_encoder.feature_standardizer
         if standardizer is not None:
-            standardizer.running_mean.copy_(torch.from_numpy(features.mean(0)))
-            standardizer.running_var.copy_(torch.from_numpy(features.var(0, ddof=1)))
+            seen = features if flipped is None else np.concatenate([features, flipped])
+            standardizer.running_mean.copy_(torch.from_numpy(seen.mean(0)))
+            standardizer.running_var.copy_(torch.from_numpy(seen.var(0, ddof=1)))
             standardizer.num_batches_tracked.fill_(1)
-        statistics = ReadoutStatistics.of(features, self._best_fit_codes(heads))
+        statistics = self._statistics(features, flipped, heads)
         output = self.mapping_network.output
         prior = output.weight.double().cpu().numpy().T if self.hparams.base_checkpoint else None
         path = self.hparams.base_statistics
@@ -193,16 +223,18 @@ class MICAModule(pl.LightningModule):
             except ValueError as err:
                 raise ValueError(f"base_statistics={path}: {err}") from err
             prior = None
-        val_features, val_heads = self._raw_features_and_heads(val_loader)
+        val_features, val_flipped, val_heads = self._raw_features_and_heads(val_loader)
         if standardizer is not None:
             mean = standardizer.running_mean.double().cpu().numpy()
             scale = np.sqrt(standardizer.running_var.double().cpu().numpy() + standardizer.eps)
             statistics, val_features = statistics.standardized(mean, scale), (val_features - mean) / scale
+            val_flipped = None if val_flipped is None else (val_flipped - mean) / scale
         face = self.protocol.face
         k = self.face_model_decoder.n_components
         readout = fit_ridge_readout(
             statistics, val_features, val_heads[:, face],
             self._face_model.basis_mm[face][:, :, :k], self._face_model.mean_mm[face], prior_weights=prior,
+            val_flipped_features=val_flipped, code_mirror=self.code_mirror,
         )
         output.weight.copy_(torch.from_numpy(readout.weights.T))
         output.bias.copy_(torch.from_numpy(readout.bias))

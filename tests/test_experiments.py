@@ -189,7 +189,7 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     import json
 
     from faceregen.encoders.readout import ReadoutStatistics
-    from training.base_stage import BaseStage
+    from training.base_stage import BaseStage, statistics_name
     from training.runner import run
     from training.ssl_stage import SSLStage
 
@@ -201,13 +201,14 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     stages = json.loads((tmp_path / "run" / "stages.json").read_text())
     assert Path(stages["start_checkpoint"]).name == "mica_ssl.tar" and Path(stages["base_stage_dir"]).is_dir()
     assert len(list((tmp_path / "cache" / "base_model").glob("*/mica_base.tar"))) == 1
-    # the base stage's read-out statistics: its train and validation images, 6 + 2 of 10 identities x 2 lights
+    # the base stage's read-out statistics: its train and validation images, 6 + 2 of 10 identities x 2 lights,
+    # and their mirror images (flip averaging)
     base_statistics = ReadoutStatistics.load(BaseStage(cfg).statistics_path())
-    assert base_statistics.count == 16
+    assert base_statistics.count == 32
     assert len(list((tmp_path / "cache" / "ssl_stage").glob("*/mica_ssl.tar"))) == 1
     # and the SwAV encoder's on the same images: the same heads' codes, other features
-    ssl_statistics = ReadoutStatistics.load(next((tmp_path / "cache" / "ssl_stage").glob("*/readout_statistics.npz")))
-    assert ssl_statistics.count == 16
+    ssl_statistics = ReadoutStatistics.load(next((tmp_path / "cache" / "ssl_stage").glob(f"*/{statistics_name(cfg)}")))
+    assert ssl_statistics.count == 32
     np.testing.assert_allclose(ssl_statistics.code_mean, base_statistics.code_mean, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ssl_statistics.cross_scatter.shape, base_statistics.cross_scatter.shape)
     assert np.abs(ssl_statistics.feature_mean - base_statistics.feature_mean).max() > 1e-3

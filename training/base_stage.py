@@ -29,6 +29,13 @@ from training.cached_stage import CachedStage
 EMBEDDED = "embedded"
 #: the file, beside a stage's checkpoint, holding the read-out statistics of its encoder on the complete faces
 STATISTICS_NAME = "readout_statistics.npz"
+#: the same with every image's mirror image too (``model.flip_averaging``)
+FLIPPED_STATISTICS_NAME = "readout_statistics_with_mirror_images.npz"
+
+
+def statistics_name(cfg: DictConfig) -> str:
+    """The read-out statistics file that ``cfg``'s model pools: with mirror images under ``flip_averaging``."""
+    return FLIPPED_STATISTICS_NAME if cfg.model.get("flip_averaging", False) else STATISTICS_NAME
 
 
 def base_stage_config(cfg: DictConfig, folder: Path) -> DictConfig:
@@ -70,6 +77,7 @@ class BaseStage(CachedStage):
             "mapping_network": cfg.model.mapping_network,
             "region_weights": cfg.model.region_weights,
             "n_components": cfg.model.n_components,
+            "flip_averaging": cfg.model.get("flip_averaging", False),
             "optimizer": cfg.model.optimizer,
             "base_stage": {k: cfg.base_stage[k] for k in cfg.base_stage if k != "cache_dir"},
             "batch_size": cfg.data.batch_size,
@@ -88,10 +96,10 @@ class BaseStage(CachedStage):
 
     def statistics_path(self) -> Path:
         """The read-out statistics of the base model's features on its train and validation images."""
-        return self.folder() / STATISTICS_NAME
+        return self.folder() / statistics_name(self.cfg)
 
     def save(self, module, datamodule, checkpoint: Path) -> None:
         """The config, the read-out statistics (a fine-tuning's read-out pools them with its own), the model."""
         OmegaConf.save(base_stage_config(self.cfg, checkpoint.parent), checkpoint.parent / "config.yaml")
-        complete_face_statistics(module, datamodule).save(checkpoint.parent / STATISTICS_NAME)
+        complete_face_statistics(module, datamodule).save(checkpoint.parent / statistics_name(self.cfg))
         save_mica_checkpoint(checkpoint, module.identity_encoder.encoder_state_dict(), module.mapping_network.state_dict())

@@ -24,7 +24,7 @@ from datamodules.cir3dfair import Cir3DFaIRDataModule
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict, save_mica_checkpoint
 from faceregen.face_model.decoder import component_count
 from faceregen.locking import build_lock
-from training.base_stage import STATISTICS_NAME, base_stage_config, complete_face_statistics
+from training.base_stage import base_stage_config, complete_face_statistics, statistics_name
 from training.building import ensure_dataset, prepare_data_and_model, with_face_model
 from training.cached_stage import CachedStage, file_digest
 
@@ -92,7 +92,7 @@ class SSLStage(CachedStage):
         on first use, after the stage, by one job at a time (the file's lock), and kept beside
         ``mica_ssl.tar``: the checkpoint does not depend on them, so the stage's key and version do not either."""
         checkpoint = self.checkpoint()
-        path = checkpoint.parent / STATISTICS_NAME
+        path = checkpoint.parent / statistics_name(self.cfg)
         if not path.is_file():
             with build_lock(path):
                 if not path.is_file():

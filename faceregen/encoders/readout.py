@@ -24,6 +24,7 @@ given both data sets, where a ridge toward the base read-out approximates it by 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +129,8 @@ def fit_ridge_readout(
     face_basis_mm: np.ndarray,
     face_mean_mm: np.ndarray,
     prior_weights: np.ndarray | None = None,
+    val_flipped_features: np.ndarray | None = None,
+    code_mirror: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Readout:
     """The read-out of the module docstring.
 
@@ -137,7 +140,12 @@ def fit_ridge_readout(
         val_features / val_face_mm: held-out features (M, D) and the face regions (M, F, 3) of their heads.
         face_basis_mm / face_mean_mm: the decoder over the face region, (F, 3, K) and (F, 3).
         prior_weights: ``W0`` (D, K); None: zero.
+        val_flipped_features / code_mirror: with flip averaging
+            (:mod:`faceregen.encoders.flip_averaging`), the held-out images' flipped features (M, D) and the
+            face model's code mirror: ``alpha`` is chosen on the averaged codes the model will predict.
     """
+    if (val_flipped_features is None) != (code_mirror is None):
+        raise ValueError("flip averaging needs both the flipped validation features and the code mirror")
     d, k = statistics.cross_scatter.shape
     prior = np.zeros((d, k)) if prior_weights is None else np.asarray(prior_weights, np.float64)
     if prior.shape != (d, k):
@@ -153,7 +161,10 @@ def fit_ridge_readout(
         alpha = relative * mean_eigenvalue
         weights = prior + eigenvectors @ (projected / (np.maximum(eigenvalues, 0.0) + alpha)[:, None])
         bias = statistics.code_mean - statistics.feature_mean @ weights
-        predicted = np.einsum("fck,nk->nfc", basis, val_x @ weights + bias) + face_mean_mm
+        codes = val_x @ weights + bias
+        if code_mirror is not None:
+            codes = 0.5 * (codes + code_mirror(np.asarray(val_flipped_features, np.float64) @ weights + bias))
+        predicted = np.einsum("fck,nk->nfc", basis, codes) + face_mean_mm
         error = float(np.linalg.norm(predicted - val_face, axis=-1).mean())
         if best is None or error < best.val_face_mm:
             best = Readout(weights, bias, float(alpha), error)
