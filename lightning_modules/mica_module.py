@@ -75,7 +75,8 @@ class MICAModule(pl.LightningModule):
             features: the embedded base model's beside it, the SwAV stage's beside ``mica_ssl.tar``.
         flip_averaging: predict the code from each photo and from its mirror image and average them
             (:mod:`faceregen.encoders.flip_averaging`); the closed-form read-out then also learns from every
-            training image's flip with its head's mirrored code. Needs a face model symmetric about ``x = 0``.
+            training image's flip with its head's mirrored code, and SGD from each image or its flip at
+            random. Needs a face model symmetric about ``x = 0``.
     """
 
     def __init__(
@@ -249,8 +250,14 @@ class MICAModule(pl.LightningModule):
 
     # --- steps ---------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        pred = self(batch["image"])
-        loss = self.region_weighted_l1(pred, batch["vertices_mm"])
+        """The region-weighted L1; with ``flip_averaging``, on each image or its mirror image at random (one
+        pass, without the averaging)."""
+        if self.flip_averaging is None:
+            pred, heads = self(batch["image"]), batch["vertices_mm"]
+        else:
+            images, heads = self.flip_averaging.random_flip(batch["image"], batch["vertices_mm"])
+            pred = self.face_model_decoder(self._predict_code(images))
+        loss = self.region_weighted_l1(pred, heads)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(pred))
         return loss
 

@@ -92,3 +92,23 @@ def test_the_module_is_equivariant_under_a_flip(toy_model):
         np.testing.assert_allclose(z_flipped.numpy(), averaged.code_mirror(z.numpy()), atol=1e-3 * z.abs().max().item())
         p, p_flipped = plain.encode(images), plain.encode(images.flip(-1))
         assert np.abs(p_flipped.numpy() - averaged.code_mirror(p.numpy())).max() > 0.1 * p.abs().max().item()
+
+
+def test_a_training_batch_flips_images_with_their_heads(toy_model):
+    """Each item comes back either as it was, or with its image flipped left to right and its head mirrored
+    (x negated, vertices re-indexed); both happen in a batch of 32."""
+    model = mirror_pair_model(toy_model)
+    mirror = code_mirror(model)
+    averaging = FlipAveraging(mirror)
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (32, 3, 6, 6), dtype=np.uint8))
+    heads = torch.from_numpy(model.vertices_mm(rng.normal(size=(32, 4))).astype(np.float32))
+    torch.manual_seed(0)
+    out_images, out_heads = averaging.random_flip(images, heads)
+    flipped = [not torch.equal(out_images[i], images[i]) for i in range(32)]
+    assert 0 < sum(flipped) < 32
+    for i, was_flipped in enumerate(flipped):
+        expected_image = images[i].flip(-1) if was_flipped else images[i]
+        expected_head = mirrored_vertices(heads[i].numpy(), mirror.vertex_permutation) if was_flipped else heads[i].numpy()
+        assert torch.equal(out_images[i], expected_image)
+        np.testing.assert_allclose(out_heads[i].numpy(), expected_head, atol=1e-5)
