@@ -9,7 +9,9 @@ read-out ``(W0, b0)`` (zero for a fresh model; the base model's when fine-tuning
 with ``Xc``, ``Zc`` the centred features and codes, ``Sxx = Xc^T Xc`` and ``Sxz = Xc^T Zc``: the read-out
 needs only :class:`ReadoutStatistics` (count, means, scatter matrices), so two training sets pool exactly
 without their images (:meth:`ReadoutStatistics.pooled`). ``alpha`` is chosen among :data:`RELATIVE_ALPHAS`
-(relative to the mean eigenvalue of ``Sxx``) by the least face-region per-vertex error on held-out images;
+(relative to the mean eigenvalue of ``Sxx``) by the least face-region per-vertex error on held-out images
+after a rigid fit of each predicted face to its truth (the error the runs monitor; the head's placement, which
+an aligned chip does not show, would otherwise weigh in the choice);
 the largest ones keep the prior (a fine-tuned read-out is never worse on the held-out images than the one it
 started from, up to the grid).
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from faceregen.geometry import umeyama
 from faceregen.io import atomic_path
 
 #: Ridge strengths tried, relative to the mean eigenvalue of Xc^T Xc.
@@ -37,7 +40,8 @@ RELATIVE_ALPHAS = (1e-3, 1e-2, 1e-1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0)
 
 @dataclass(frozen=True)
 class Readout:
-    """``z = x W + b``; ``alpha`` the chosen ridge strength and ``val_face_mm`` its held-out face error."""
+    """``z = x W + b``; ``alpha`` the chosen ridge strength and ``val_face_mm`` its held-out face error (after
+    a rigid fit)."""
 
     weights: np.ndarray  # (D, K)
     bias: np.ndarray  # (K,)
@@ -165,7 +169,9 @@ def fit_ridge_readout(
         if code_mirror is not None:
             codes = 0.5 * (codes + code_mirror(np.asarray(val_flipped_features, np.float64) @ weights + bias))
         predicted = np.einsum("fck,nk->nfc", basis, codes) + face_mean_mm
-        error = float(np.linalg.norm(predicted - val_face, axis=-1).mean())
+        _, rotation, translation = umeyama(predicted, val_face, with_scale=False)
+        fitted = np.einsum("nij,nfj->nfi", rotation, predicted) + translation[:, None]
+        error = float(np.linalg.norm(fitted - val_face, axis=-1).mean())
         if best is None or error < best.val_face_mm:
             best = Readout(weights, bias, float(alpha), error)
     return best
