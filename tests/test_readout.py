@@ -7,6 +7,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 from torch.utils.data import DataLoader
 
 from faceregen.encoders.identity_encoder import build_identity_encoder
@@ -38,6 +39,21 @@ def test_a_known_linear_map_is_recovered():
     np.testing.assert_allclose(readout.weights, weights, rtol=0.01, atol=0.01)
     np.testing.assert_allclose(readout.bias, bias, atol=0.01)
     assert readout.val_face_mm < 0.05
+
+
+def test_the_held_out_error_is_taken_after_a_rigid_fit():
+    """Held-out faces each moved by a known rigid motion (a 20 degree turn about a random axis, 15 mm away):
+    the read-out is still the known map, and its held-out error, taken after the rigid fit, is ~0 where the
+    raw distance is the motion's."""
+    rng, weights, bias, basis, mean, x, val_x, val_face = linear_problem()
+    axes = rng.normal(size=(len(val_x), 3))
+    rotations = Rotation.from_rotvec(np.radians(20.0) * axes / np.linalg.norm(axes, axis=1, keepdims=True)).as_matrix()
+    shifts = rng.normal(size=(len(val_x), 3))
+    moved = np.einsum("nij,nfj->nfi", rotations, val_face) + (15.0 * shifts / np.linalg.norm(shifts, axis=1, keepdims=True))[:, None]
+    readout = fit_ridge_readout(ReadoutStatistics.of(x, x @ weights + bias), val_x, moved, basis, mean)
+    np.testing.assert_allclose(readout.weights, weights, rtol=0.01, atol=0.01)
+    assert readout.val_face_mm < 0.05
+    assert np.linalg.norm(moved - val_face, axis=-1).mean() > 15.0
 
 
 def test_uninformative_training_codes_keep_a_good_prior():
