@@ -356,6 +356,33 @@ def test_the_refit_fits_code_pose_and_detail_together(face_model):
             assert angle_deg < 0.05 and shift_mm < 0.1, (angle_deg, shift_mm)
             np.testing.assert_allclose(fit.completion.code, code, atol=0.02)
 
+def test_the_refits_fit_more_of_the_code_than_the_first_fit(face_model):
+    """The first fit finds the wound with the code's first ``n_components``; the refits fit the first
+    ``refit_n_components``. A head whose code fills all of the toy model's components comes back exactly
+    (code and intact surface) when the refits fit them all, and not when they fit as few as the first fit
+    (the rest stays 0, and the surface misses it by about a millimetre). No detail layer here, so only the
+    code can take the shape up."""
+    rng = np.random.default_rng(11)
+    code = rng.normal(size=face_model.n_components)
+    complete = face_model.vertices_mm(code).astype(np.float64)
+    wound = make_wound(complete.astype(np.float32), face_model.faces, face_model, "tissue_loss_left_cheek", rng)
+    intact = np.flatnonzero((face_model.mean_mm[:, 2] > 40.0) & ~wound.mask)
+    scan = scan_from_arrays(RIGID.apply(wound.vertices_mm), face_model.faces, "known", "mm")
+    few = face_model.n_components - 3
+    for refit_n_components in (face_model.n_components, few):
+        settings = CompletionSettings(n_components=few, refit_n_components=refit_n_components, prior_weight_mm2=1e-3,
+                                      detail_smoothing=0.0, refit_detail_smoothing=0.0)
+        fit = Restorer(face_model, settings, wound_refits=1, refit_iterations=4)(scan, wound_mask=wound.mask)
+        errors_mm = point_to_surface_distance_mm(RIGID.apply(complete[intact]), fit.completed_mm, face_model.faces)
+        intact_rms_mm = np.sqrt(np.mean(errors_mm**2))
+        if refit_n_components == face_model.n_components:
+            np.testing.assert_allclose(fit.completion.code, code, atol=0.02)
+            assert intact_rms_mm < 0.02, intact_rms_mm
+        else:
+            assert not fit.completion.code[few:].any()
+            assert intact_rms_mm > 0.3, intact_rms_mm
+
+
 def test_wound_detected_on_a_known_dent(face_model, wounded):
     _, complete, wound = wounded
     depth = depth_below_surface(wound.vertices_mm.astype(np.float64), complete, face_model.faces)
