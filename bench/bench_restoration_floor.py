@@ -4,7 +4,10 @@ On test cases of a generated dataset (default ``data/synthetic_cir3dfair``, test
 
 * wound IoU of a perfect detector: the generator's mask is every vertex the wound moved (by at least 1 um);
   a detector that sees the TRUE depth perfectly but only beyond ``t`` mm reaches IoU = recall at ``t``;
-  a real one cannot see below the completed face's error on intact skin.
+  a real one cannot see below the completed face's error on intact skin. And a detector sees depth BELOW a
+  surface: thresholding the scan's depth below the TRUE complete head (:func:`depth_below_surface`, what a
+  detector working from a perfect completed face would see) also misses the wound vertices the generator moved
+  out through the skin's other side (a scar carved through a lip into the mouth lies outside the head).
 * the completed face with the TRUE code (``wound/<sample>.npz`` ``code``): without detail, and with the ground
   truth's own detail (its normal offset from ``G(code)``) outside the wound continued into it by a
   bi-Laplacian (the smooth blend the detail layer makes): the wound-region RMSE and the filling volume
@@ -58,7 +61,7 @@ def main() -> None:
     face_model = anny_face_model(cache_dir=ROOT / "cache" / "face_model")
     bilaplacian = (lambda lap: (lap.T @ lap).tocsr())(_graph_laplacian(face_model.faces, face_model.n_vertices))
     restorer = Restorer(face_model)
-    recall, lifted_errors = [], []
+    recall, below_iou, outside, lifted_errors = [], [], [], []
     rows = {"true code, no detail": [], "true code + bi-Laplacian detail": [], "restorer, mask given": []}
     for case in cases:
         with np.load(wound_files[case.sample]) as wound:
@@ -74,8 +77,10 @@ def main() -> None:
         true_volume = extract_filling(case.imperfect_mm, case.label_mm, case.faces, mask).volume
         scan = scan_from_arrays(case.imperfect_mm, case.faces, case.sample, "mm")
         restored = restorer(scan, wound_mask=mask)
-        onto_truth = scan_filling(scan, case.label_mm, case.faces, depth_below_surface(case.imperfect_mm, case.label_mm,
-                                                                                       case.faces), mask)
+        below = depth_below_surface(case.imperfect_mm, case.label_mm, case.faces)
+        below_iou.append([(mask & (below.depth_mm > t)).sum() / (mask | (below.depth_mm > t)).sum() for t in DEPTHS_MM])
+        outside.append((mask & (depth > 1.0) & (below.depth_mm < 0.0)).sum() / mask.sum())
+        onto_truth = scan_filling(scan, case.label_mm, case.faces, below, mask)
         lifted_errors.append(onto_truth.volume / true_volume - 1)
         for name, completed in (("true code, no detail", base), ("true code + bi-Laplacian detail",
                                                                  base + blended[:, None] * normals),
@@ -89,6 +94,10 @@ def main() -> None:
     print(f"{len(cases)} test cases of {root.name}")
     for t, value in zip(DEPTHS_MM, np.mean(recall, axis=0)):
         print(f"perfect detector down to {t:.2f} mm of true depth: wound IoU {value:.3f}")
+    for t, value in zip(DEPTHS_MM, np.mean(below_iou, axis=0)):
+        print(f"the scan's depth below the true head beyond {t:.2f} mm: wound IoU {value:.3f}")
+    print(f"wound vertices moved > 1 mm yet outside the true head: {np.mean(outside):.1%} of the mask (mean), "
+          f"in {np.mean(np.array(outside) > 0.02):.0%} of the cases more than 2%")
     lifted = np.abs(lifted_errors)
     print(f"the scan's wound patch lifted onto the true head: volume error median {np.median(lifted):.1%}, "
           f"within 10% {np.mean(lifted <= 0.10):.0%}, within 25% {np.mean(lifted <= 0.25):.0%}")
