@@ -303,8 +303,8 @@ def test_the_refit_margin_is_the_given_masks_or_the_detected_ones(face_model, wo
     monkeypatch.setattr(restorer_module, "detect_wound", lambda *args: detected.append(detect(*args)) or detected[-1])
     for given_margin, detected_margin, given in ((1.0, 50.0, True), (6.0, 50.0, True), (50.0, 6.0, False)):
         left_out.clear(), detected.clear()
-        Restorer(face_model, wound_margin_mm=detected_margin, given_mask_margin_mm=given_margin, wound_refits=1)(
-            scan, wound_mask=wound.mask if given else None)
+        Restorer(face_model, wound_margin_mm=detected_margin, given_mask_margin_mm=given_margin, wound_refits=1,
+                 rim_refit_margin_mm=None)(scan, wound_mask=wound.mask if given else None)
         [(points, excluded)] = left_out
         mask = wound.mask if given else detected[0]
         assert mask.any()
@@ -315,6 +315,48 @@ def test_the_refit_margin_is_the_given_masks_or_the_detected_ones(face_model, wo
             np.testing.assert_array_equal(excluded, wound_points)
     with pytest.raises(ValueError, match="given_mask_margin_mm=-1.0: expected a distance >= 0 mm"):
         Restorer(face_model, given_mask_margin_mm=-1.0)
+
+
+def test_the_last_refit_leaves_the_grown_wound_out(face_model, wounded, monkeypatch):
+    """With ``rim_refit_margin_mm``, a detected wound grown over its rim is refitted around once more: the
+    last refit leaves out the scan points within that margin of the grown wound (and of every vertex
+    detected before), and the rim is grown again from the DETECTED wound over the new depths, which is the
+    mask returned. A given mask gets no such refit."""
+    from scipy.spatial import cKDTree
+
+    import faceregen.restoration.restorer as restorer_module
+    from faceregen.restoration.completion import FaceModelFit
+
+    _, _, wound = wounded
+    scan = scan_from_arrays(wound.vertices_mm, face_model.faces, "dented", "mm")
+    left_out, detected, grown = [], [], []
+    refit, detect, grow = FaceModelFit.refit, restorer_module.detect_wound, restorer_module.grow_into_rim
+
+    def recorded_refit(self, points, normals, completion, prior_code, iterations, excluded):
+        left_out.append((points, excluded))
+        return refit(self, points, normals, completion, prior_code, iterations, excluded)
+
+    def recorded_grow(vertices, faces, depth, mask, settings):
+        grown.append((mask.copy(), grow(vertices, faces, depth, mask, settings)))
+        return grown[-1][1]
+
+    monkeypatch.setattr(FaceModelFit, "refit", recorded_refit)
+    monkeypatch.setattr(restorer_module, "detect_wound", lambda *args: detected.append(detect(*args)) or detected[-1])
+    monkeypatch.setattr(restorer_module, "grow_into_rim", recorded_grow)
+    result = Restorer(face_model, wound_refits=1, rim_refit_margin_mm=3.0)(scan)
+    assert len(left_out) == 2 and len(grown) == 2
+    (points, excluded) = left_out[1]
+    first_grown = grown[0][1]
+    assert (first_grown & ~detected[-1]).any()  # the rim grew past the detected wound
+    near_mm, _ = cKDTree(scan.vertices_mm[first_grown | detected[0] | detected[1]]).query(points)
+    np.testing.assert_array_equal(excluded, near_mm < 3.0)
+    np.testing.assert_array_equal(grown[1][0], detected[-1])  # grown again from the detected wound
+    np.testing.assert_array_equal(result.mask, grown[1][1])
+    left_out.clear()
+    Restorer(face_model, wound_refits=1, rim_refit_margin_mm=3.0)(scan, wound_mask=wound.mask)
+    assert len(left_out) == 1
+    with pytest.raises(ValueError, match="rim_refit_margin_mm=-1.0: expected a distance >= 0 mm"):
+        Restorer(face_model, rim_refit_margin_mm=-1.0)
 
 
 def test_the_refit_leaves_the_given_wound_out(face_model, wounded):

@@ -25,7 +25,15 @@ Per scan (:class:`Restorer`):
    ``given_mask_margin_mm``: a mask that holds the whole wound leaves no rim behind, and every intact point
    kept near the wound steadies the fit there.
    Last, a detected wound is extended over its shallow rim
-   (:func:`~faceregen.restoration.wound_detection.grow_into_rim`).
+   (:func:`~faceregen.restoration.wound_detection.grow_into_rim`), and, with ``rim_refit_margin_mm`` (and
+   ``wound_refits`` > 0), the face is refitted once more without the grown wound (and every vertex detected before) and that margin
+   around it, and the rim grown again from the detected wound over the new depths. The earlier refits kept
+   the rim beyond their margin as skin, and the detail layer followed it down: the completed face lay low
+   over the wound's edge, the rim measured shallower than it is, and the filling came out short.
+   Measured (session 14, 180 test scans, paired 95% intervals): fillings within 10% of the true volume
+   +6.1 points [+1.7, +11.1] (56% -> 62%), wound IoU +0.011 [+0.005, +0.017], wound RMSE -0.015 mm
+   [-0.032, -0.001]; a third ordinary refit instead gave nothing (56 validation scans: IoU -0.000, within
+   10% -1.8 points).
 4. The filling (:func:`scan_filling`): the scan's wound patch (the scan's holes the wound touches capped,
    the mask grown to a clean border) and the same patch lifted onto the completed surface (where it lies
    inside, along the wound's one direction: :mod:`~faceregen.restoration.lift`; to its nearest points where
@@ -145,15 +153,17 @@ class Restorer:
                  icp: IcpSettings = IcpSettings(), wound: WoundSettings = WoundSettings(),
                  max_points: int = 4000, wound_margin_mm: float = 6.0, given_mask_margin_mm: float = 1.0,
                  n_hypotheses: int = 10, wound_refits: int = 2, refit_iterations: int = 2,
-                 accept_fit_mm2: float = 3.0) -> None:
-        for name, margin in (("wound_margin_mm", wound_margin_mm), ("given_mask_margin_mm", given_mask_margin_mm)):
+                 accept_fit_mm2: float = 3.0, rim_refit_margin_mm: float | None = 3.0) -> None:
+        for name, margin in (("wound_margin_mm", wound_margin_mm), ("given_mask_margin_mm", given_mask_margin_mm),
+                             ("rim_refit_margin_mm", 0.0 if rim_refit_margin_mm is None else rim_refit_margin_mm)):
             if not margin >= 0:
-                raise ValueError(f"{name}={margin}: expected a distance >= 0 mm")
+                raise ValueError(f"{name}={margin}: expected a distance >= 0 mm (or null: no refit around the rim)")
         self.face_model = face_model
         self.fit = FaceModelFit(face_model, completion, icp)
         self.icp, self.wound = icp, wound
         self.max_points, self.wound_margin_mm = int(max_points), float(wound_margin_mm)
         self.given_mask_margin_mm = float(given_mask_margin_mm)
+        self.rim_refit_margin_mm = None if rim_refit_margin_mm is None else float(rim_refit_margin_mm)
         self.n_hypotheses, self.accept_fit_mm2 = int(n_hypotheses), float(accept_fit_mm2)
         self.wound_refits, self.refit_iterations = int(wound_refits), int(refit_iterations)
         self.woundable = np.zeros(face_model.n_vertices, dtype=bool)
@@ -241,7 +251,15 @@ class Restorer:
                 mask = detect_wound(scan.vertices_mm, scan.faces, depth.depth_mm, sigma, self.wound, facial)
                 seen |= mask
         if not given:
-            mask = grow_into_rim(scan.vertices_mm, scan.faces, depth.depth_mm, mask, self.wound)
+            grown = grow_into_rim(scan.vertices_mm, scan.faces, depth.depth_mm, mask, self.wound)
+            if self.rim_refit_margin_mm is not None and self.wound_refits and fitted is not None and grown.any():
+                near, _ = cKDTree(scan.vertices_mm[grown | seen]).query(points,
+                                                                        distance_upper_bound=self.rim_refit_margin_mm)
+                fitted = self.fit.refit(points, normals, fitted, prior_code, self.refit_iterations, np.isfinite(near))
+                completed = fitted.vertices_scan_mm()
+                depth = depth_below_surface(scan.vertices_mm, completed, faces)
+                grown = grow_into_rim(scan.vertices_mm, scan.faces, depth.depth_mm, mask, self.wound)
+            mask = grown
         lap("wound")
         filling, error = None, None
         try:
