@@ -10,7 +10,9 @@ encoder is the run's (frozen), features standardised as the run standardises the
 SSL run the complete faces are read by its SwAV-trained encoder, as ``ssl_20pct`` and ``ssl_100pct`` pool
 them (``training.ssl_stage.SSLStage.statistics_path``). A run with ``flip_averaging`` (the default) has every
 ridge learn from the mirror images too and predict the average of each test image's and its mirror image's
-code, as the run does.
+code, as the run does; one with ``chip_scales`` (the default) has every ridge learn from each chip at each
+scale and predict the average over the scales, as the run does
+(:mod:`faceregen.encoders.scale_averaging`).
 
     python bench/bench_pooled_readout.py [--ckpt <transfer run>/checkpoints/<best>.ckpt]
 
@@ -44,11 +46,24 @@ from evaluate import dataset_arrays  # noqa: E402
 
 
 @torch.no_grad()
-def features(encoder, images: np.ndarray) -> np.ndarray:
-    """The standardised mid-level features the run's read-out sees (N, D)."""
-    out = [encoder.feature_standardizer(encoder.pooled_stages(encoder.normalize_input(torch.from_numpy(np.ascontiguousarray(images[s:s + 100])))))
-           for s in range(0, len(images), 100)]
-    return torch.cat(out).double().numpy()
+def features(module, images: np.ndarray) -> np.ndarray:
+    """The standardised mid-level features the run's read-out sees (C, N, D), at each of the run's C chip
+    scales (C = 1 without)."""
+    encoder = module.identity_encoder
+    out = []
+    for s in range(0, len(images), 100):
+        inputs = encoder.normalize_input(torch.from_numpy(np.ascontiguousarray(images[s:s + 100])))
+        views = [inputs] if module.scale_averaging is None else module.scale_averaging.views(inputs)
+        out.append(torch.stack([encoder.feature_standardizer(encoder.pooled_stages(v)) for v in views]))
+    return torch.cat(out, dim=1).double().numpy()
+
+
+def statistics_of(views: list[np.ndarray], targets: np.ndarray) -> ReadoutStatistics:
+    """A read-out's training set: every view (N, D) of the images, each with the targets (N, K)."""
+    statistics = ReadoutStatistics.of(views[0], targets)
+    for view in views[1:]:
+        statistics = statistics.pooled(ReadoutStatistics.of(view, targets))
+    return statistics
 
 
 def main() -> None:
@@ -79,10 +94,10 @@ def main() -> None:
     data = {split: dataset_arrays(imperfect, getattr(imperfect, f"{split}_dataset")) for split in ("train", "val", "test")}
     base = {split: dataset_arrays(complete, getattr(complete, f"{split}_dataset")) for split in ("train", "val", "test")}
     mirror = module.code_mirror  # None without flip averaging
-    x = {split: features(encoder, part["image"]) for split, part in data.items()}
-    x_base = {split: features(encoder, part["image"]) for split, part in base.items()}
-    flipped = {split: features(encoder, part["image"][..., ::-1]) for split, part in data.items()} if mirror else {}
-    flipped_base = {split: features(encoder, part["image"][..., ::-1]) for split, part in base.items()} if mirror else {}
+    x = {split: features(module, part["image"]) for split, part in data.items()}
+    x_base = {split: features(module, part["image"]) for split, part in base.items()}
+    flipped = {split: features(module, part["image"][..., ::-1]) for split, part in data.items()} if mirror else {}
+    flipped_base = {split: features(module, part["image"][..., ::-1]) for split, part in base.items()} if mirror else {}
     k = module.face_model_decoder.n_components
     protocol = EvaluationProtocol.for_face_model(face_model)
     face = protocol.face
@@ -102,19 +117,21 @@ def main() -> None:
     codes_base = {split: best_fit_codes(face_model, part["vertices_mm"], k) for split, part in base.items()}
     val_face = data["val"]["vertices_mm"][:, face]
     for parts in ((), ("train",), ("train", "val"), ("train", "val", "test")):
-        features_ = np.concatenate([x_base[p] for p in parts] + [x["train"]])
+        # the views' mean feature: the linear read-out of it is the mean of the views' codes
+        features_ = np.concatenate([x_base[p] for p in parts] + [x["train"]], axis=1)
         targets = np.concatenate([codes_base[p] for p in parts] + [codes["train"]])
-        statistics = ReadoutStatistics.of(features_, targets)
+        statistics = statistics_of(list(features_), targets)
         if mirror:
-            statistics = statistics.pooled(ReadoutStatistics.of(
-                np.concatenate([flipped_base[p] for p in parts] + [flipped["train"]]), mirror(targets)))
-        readout = fit_ridge_readout(statistics, x["val"], val_face, basis[face], mean[face],
-                                    val_flipped_features=flipped.get("val"), code_mirror=mirror)
-        predicted = readout.predict_codes(x["test"])
+            statistics = statistics.pooled(statistics_of(
+                list(np.concatenate([flipped_base[p] for p in parts] + [flipped["train"]], axis=1)), mirror(targets)))
+        readout = fit_ridge_readout(statistics, x["val"].mean(0), val_face, basis[face], mean[face],
+                                    val_flipped_features=flipped["val"].mean(0) if mirror else None, code_mirror=mirror)
+        predicted = readout.predict_codes(x["test"].mean(0))
         if mirror:
-            predicted = 0.5 * (predicted + mirror(readout.predict_codes(flipped["test"])))
+            predicted = 0.5 * (predicted + mirror(readout.predict_codes(flipped["test"].mean(0))))
         label = "imperfect train" + "".join(f" + complete {p}" for p in parts)
-        report(f"ridge on {label} ({len(features_)} images{' and their mirror images' if mirror else ''})", predicted)
+        views = f" at {len(features_)} chip scales" if len(features_) > 1 else ""
+        report(f"ridge on {label} ({features_.shape[1]} images{' and their mirror images' if mirror else ''}{views})", predicted)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ values are kept (:meth:`MICAModule.test_sample_metrics`) for paired comparisons 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -32,6 +32,7 @@ from torchmetrics import CatMetric, MeanMetric
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict
 from faceregen.encoders.flip_averaging import FlipAveraging
 from faceregen.encoders.readout import ReadoutStatistics, fit_ridge_readout
+from faceregen.encoders.scale_averaging import ScaleAveraging
 from faceregen.evaluation.linear_probe import best_fit_codes
 from faceregen.evaluation.protocol import SAMPLE_METRICS, EvaluationProtocol, now_images
 from faceregen.face_model.decoder import FaceModelDecoder, evaluation_vertices
@@ -77,6 +78,10 @@ class MICAModule(pl.LightningModule):
             (:mod:`faceregen.encoders.flip_averaging`); the closed-form read-out then also learns from every
             training image's flip with its head's mirrored code, and SGD from each image or its flip at
             random. Needs a face model symmetric about ``x = 0``.
+        chip_scales: average the codes predicted from each chip magnified by each of these factors about its
+            centre (:mod:`faceregen.encoders.scale_averaging`; 1.0: the chip as aligned); the closed-form
+            read-out then learns from every training chip at every scale, SGD from each chip at one drawn at
+            random. None: the chip as aligned only.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class MICAModule(pl.LightningModule):
         readout_init: str | None = None,
         base_statistics: str | None = None,
         flip_averaging: bool = False,
+        chip_scales: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler"])
@@ -125,6 +131,7 @@ class MICAModule(pl.LightningModule):
         self._face_model = face_model
         self.code_mirror = code_mirror(face_model, self.face_model_decoder.n_components) if flip_averaging else None
         self.flip_averaging = FlipAveraging(self.code_mirror) if flip_averaging else None
+        self.scale_averaging = ScaleAveraging(chip_scales) if chip_scales else None
         if base_checkpoint:
             self.load_base_checkpoint(base_checkpoint)
 
@@ -142,13 +149,28 @@ class MICAModule(pl.LightningModule):
 
     def encode(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """Shape code z (B, K) from aligned uint8 images (B, 3, S, S); with ``flip_averaging``, the mean of the
-        image's and its mirror image's (mirrored back)."""
+        image's and its mirror image's (mirrored back); with ``chip_scales``, each of those the mean over the
+        scales."""
         if self.flip_averaging is not None:
             return self.flip_averaging(self._predict_code, images_uint8)
         return self._predict_code(images_uint8)
 
     def _predict_code(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        return self.mapping_network(self.identity_encoder(self.identity_encoder.normalize_input(images_uint8)))
+        inputs = self.identity_encoder.normalize_input(images_uint8)
+        if self.scale_averaging is not None:
+            return self.scale_averaging(self._code_of_input, inputs)
+        return self._code_of_input(inputs)
+
+    def _training_code(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """A training step's code: one pass, each chip at one of ``chip_scales`` drawn at random."""
+        inputs = self.identity_encoder.normalize_input(images_uint8)
+        if self.scale_averaging is not None:
+            inputs = self.scale_averaging.random_rescale(inputs)
+        return self._code_of_input(inputs)
+
+    def _code_of_input(self, inputs: torch.Tensor) -> torch.Tensor:
+        """z = M(E(x)) of the backbone's float input."""
+        return self.mapping_network(self.identity_encoder(inputs))
 
     def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """Vertices (B, V, 3) in mm."""
@@ -161,12 +183,15 @@ class MICAModule(pl.LightningModule):
     # --- the read-out in closed form ---------------------------------------------------------------
     @torch.no_grad()
     def _raw_features_and_heads(self, loader) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Identity features before their standardisation (N, D), those of the mirror images (N, D; None
-        without ``flip_averaging``) and the heads (N, V, 3); eval mode."""
+        """Identity features before their standardisation (C, N, D) of each chip at each of the C
+        ``chip_scales`` (C = 1 without), those of the mirror images (C, N, D; None without
+        ``flip_averaging``) and the heads (N, V, 3); eval mode."""
         encoder = self.identity_encoder
 
         def features_of(images: torch.Tensor) -> torch.Tensor:
-            return encoder.pooled_stages(images) if encoder.feature_standardizer is not None else encoder(images)
+            views = [images] if self.scale_averaging is None else self.scale_averaging.views(images)
+            pooled = [encoder.pooled_stages(v) if encoder.feature_standardizer is not None else encoder(v) for v in views]
+            return torch.stack(pooled)
 
         features, flipped, heads = [], [], []
         for batch in loader:
@@ -175,18 +200,24 @@ class MICAModule(pl.LightningModule):
             if self.flip_averaging is not None:
                 flipped.append(features_of(images.flip(-1)))
             heads.append(batch["vertices_mm"].numpy())
-        as_array = lambda parts: torch.cat(parts).double().cpu().numpy() if parts else None  # noqa: E731
+        as_array = lambda parts: torch.cat(parts, dim=1).double().cpu().numpy() if parts else None  # noqa: E731
         return as_array(features), as_array(flipped), np.concatenate(heads)
 
     def _best_fit_codes(self, heads: np.ndarray) -> np.ndarray:
         return best_fit_codes(self._face_model, heads, self.face_model_decoder.n_components)
 
     def _statistics(self, features: np.ndarray, flipped: np.ndarray | None, heads: np.ndarray) -> ReadoutStatistics:
-        """The read-out's training set: the images, and with ``flip_averaging`` their mirror images with the
-        mirrored heads' codes."""
+        """The read-out's training set: the images at each chip scale (features (C, N, D)), and with
+        ``flip_averaging`` their mirror images with the mirrored heads' codes."""
         codes = self._best_fit_codes(heads)
-        statistics = ReadoutStatistics.of(features, codes)
-        return statistics if flipped is None else statistics.pooled(ReadoutStatistics.of(flipped, self.code_mirror(codes)))
+        views = [(view, codes) for view in features]
+        if flipped is not None:
+            mirrored = self.code_mirror(codes)
+            views += [(view, mirrored) for view in flipped]
+        statistics = ReadoutStatistics.of(*views[0])
+        for view in views[1:]:
+            statistics = statistics.pooled(ReadoutStatistics.of(*view))
+        return statistics
 
     def readout_statistics(self, loader) -> ReadoutStatistics:
         """What a read-out learns from ``loader``'s images: their features before standardisation and their
@@ -210,7 +241,7 @@ class MICAModule(pl.LightningModule):
         features, flipped, heads = self._raw_features_and_heads(train_loader)
         standardizer = self.identity_encoder.feature_standardizer
         if standardizer is not None:
-            seen = features if flipped is None else np.concatenate([features, flipped])
+            seen = (features if flipped is None else np.concatenate([features, flipped])).reshape(-1, features.shape[-1])
             standardizer.running_mean.copy_(torch.from_numpy(seen.mean(0)))
             standardizer.running_var.copy_(torch.from_numpy(seen.var(0, ddof=1)))
             standardizer.num_batches_tracked.fill_(1)
@@ -224,7 +255,9 @@ class MICAModule(pl.LightningModule):
             except ValueError as err:
                 raise ValueError(f"base_statistics={path}: {err}") from err
             prior = None
+        # the views' mean feature: the linear read-out of it is the mean of the views' codes, as predicted
         val_features, val_flipped, val_heads = self._raw_features_and_heads(val_loader)
+        val_features, val_flipped = val_features.mean(0), None if val_flipped is None else val_flipped.mean(0)
         if standardizer is not None:
             mean = standardizer.running_mean.double().cpu().numpy()
             scale = np.sqrt(standardizer.running_var.double().cpu().numpy() + standardizer.eps)
@@ -239,7 +272,8 @@ class MICAModule(pl.LightningModule):
         )
         output.weight.copy_(torch.from_numpy(readout.weights.T))
         output.bias.copy_(torch.from_numpy(readout.bias))
-        log.info("read-out fitted in closed form on %d images%s: alpha %.3g, validation face error %.3f mm",
+        log.info("read-out fitted in closed form on %d views of the images (mirror images, chip scales)%s: "
+                 "alpha %.3g, validation face error %.3f mm",
                  statistics.count, f" (with {path})" if path else "", readout.alpha, readout.val_face_mm)
         self.train(training)
 
@@ -250,13 +284,12 @@ class MICAModule(pl.LightningModule):
 
     # --- steps ---------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """The region-weighted L1; with ``flip_averaging``, on each image or its mirror image at random (one
-        pass, without the averaging)."""
-        if self.flip_averaging is None:
-            pred, heads = self(batch["image"]), batch["vertices_mm"]
-        else:
-            images, heads = self.flip_averaging.random_flip(batch["image"], batch["vertices_mm"])
-            pred = self.face_model_decoder(self._predict_code(images))
+        """The region-weighted L1; with ``flip_averaging``, on each image or its mirror image at random, with
+        ``chip_scales`` at one of them at random (one pass, without the averaging)."""
+        images, heads = batch["image"], batch["vertices_mm"]
+        if self.flip_averaging is not None:
+            images, heads = self.flip_averaging.random_flip(images, heads)
+        pred = self.face_model_decoder(self._training_code(images))
         loss = self.region_weighted_l1(pred, heads)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(pred))
         return loss

@@ -54,7 +54,8 @@ def test_settings_start_from_the_base_model_except_scratch(setting, tmp_path, mo
     monkeypatch.setattr(runner.BaseStage, "checkpoint", lambda stage: calls.append("base") or base)
     monkeypatch.setattr(runner.SSLStage, "checkpoint",
                         lambda stage: calls.append(("ssl", stage.start_checkpoint, stage.cfg.data.ssl_fraction)) or ssl)
-    ssl_statistics = ssl.parent / "readout_statistics.npz"
+    base_statistics, ssl_statistics = base.parent / "readout_statistics.npz", ssl.parent / "readout_statistics.npz"
+    monkeypatch.setattr(runner.BaseStage, "statistics_path", lambda stage: base_statistics)
     monkeypatch.setattr(runner.SSLStage, "statistics_path", lambda stage: calls.append("ssl statistics") or ssl_statistics)
 
     class Built(Exception):
@@ -71,7 +72,7 @@ def test_settings_start_from_the_base_model_except_scratch(setting, tmp_path, mo
         cfg.paths.output_dir = str(tmp_path)
     with pytest.raises(Built):
         runner.run(cfg)
-    statistics = str(runner.BaseStage(cfg).statistics_path())  # the base encoder's; after SwAV, the SwAV encoder's
+    statistics = str(base_statistics)  # the base encoder's; after SwAV, the SwAV encoder's
     expected = {
         "pretrained": ["base", ("mica", str(base), statistics, "default", False)],
         "transfer": ["base", ("mica", str(base), statistics, "default", True)],
@@ -202,13 +203,14 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     assert Path(stages["start_checkpoint"]).name == "mica_ssl.tar" and Path(stages["base_stage_dir"]).is_dir()
     assert len(list((tmp_path / "cache" / "base_model").glob("*/mica_base.tar"))) == 1
     # the base stage's read-out statistics: its train and validation images, 6 + 2 of 10 identities x 2 lights,
-    # and their mirror images (flip averaging)
+    # and their mirror images (flip averaging), at each of the 5 chip scales (scale averaging)
+    assert len(cfg.model.chip_scales) == 5
     base_statistics = ReadoutStatistics.load(BaseStage(cfg).statistics_path())
-    assert base_statistics.count == 32
+    assert base_statistics.count == 32 * 5
     assert len(list((tmp_path / "cache" / "ssl_stage").glob("*/mica_ssl.tar"))) == 1
     # and the SwAV encoder's on the same images: the same heads' codes, other features
     ssl_statistics = ReadoutStatistics.load(next((tmp_path / "cache" / "ssl_stage").glob(f"*/{statistics_name(cfg)}")))
-    assert ssl_statistics.count == 32
+    assert ssl_statistics.count == 32 * 5
     np.testing.assert_allclose(ssl_statistics.code_mean, base_statistics.code_mean, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ssl_statistics.cross_scatter.shape, base_statistics.cross_scatter.shape)
     assert np.abs(ssl_statistics.feature_mean - base_statistics.feature_mean).max() > 1e-3
@@ -221,7 +223,7 @@ def test_ssl_setting_runs_all_stages_end_to_end(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(BaseStage, "train", retrained)
         patch.setattr(SSLStage, "train", retrained)
-        patch.setattr("training.ssl_stage.complete_face_statistics", lambda *a: pytest.fail("SwAV statistics recomputed"))
+        patch.setattr("training.base_stage.complete_face_statistics", lambda *a: pytest.fail("statistics recomputed"))
         again = tiny(compose_train(["experiment=ssl_20pct", "seed=1"]), tmp_path)
         with open_dict(again):
             again.paths.output_dir = str(tmp_path / "run_seed1")

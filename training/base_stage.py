@@ -11,6 +11,9 @@ whichever job built it) included. Beside the model it keeps the read-out statist
 train and validation images (``readout_statistics.npz``): a run that fine-tunes the base model directly
 fits its closed-form read-out on them pooled with its own training images (``MICAModule``'s
 ``base_statistics``; after SwAV, :class:`~training.ssl_stage.SSLStage` recomputes them with its encoder).
+They are computed on first use, for the read-out the run fits (mirror images, chip scales: the file's name
+says which), so the model itself does not depend on those options: the base stage trains and picks its
+epoch on the chips as aligned (``model.chip_scales`` off).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from faceregen.encoders.checkpoints import save_mica_checkpoint
 from faceregen.encoders.readout import ReadoutStatistics
+from faceregen.locking import build_lock
 from training.building import prepare_data_and_model
 from training.cached_stage import CachedStage
 
@@ -34,8 +38,13 @@ FLIPPED_STATISTICS_NAME = "readout_statistics_with_mirror_images.npz"
 
 
 def statistics_name(cfg: DictConfig) -> str:
-    """The read-out statistics file that ``cfg``'s model pools: with mirror images under ``flip_averaging``."""
-    return FLIPPED_STATISTICS_NAME if cfg.model.get("flip_averaging", False) else STATISTICS_NAME
+    """The read-out statistics file that ``cfg``'s model pools: with mirror images under ``flip_averaging``,
+    at each chip scale under ``chip_scales`` (``..._at_chip_scales_0.9_1.0_1.1.npz``)."""
+    name = FLIPPED_STATISTICS_NAME if cfg.model.get("flip_averaging", False) else STATISTICS_NAME
+    scales = cfg.model.get("chip_scales")
+    if scales:
+        name = name.replace(".npz", "_at_chip_scales_" + "_".join(f"{float(s):g}" for s in scales) + ".npz")
+    return name
 
 
 def base_stage_config(cfg: DictConfig, folder: Path) -> DictConfig:
@@ -57,6 +66,21 @@ def complete_face_statistics(module, datamodule) -> ReadoutStatistics:
     """The read-out statistics of ``module``'s features on the complete faces' train and validation images
     (``datamodule`` set up on them): what a fine-tuning's read-out pools with its own training images."""
     return module.readout_statistics(datamodule.train_dataloader()).pooled(module.readout_statistics(datamodule.val_dataloader()))
+
+
+def complete_face_statistics_path(cfg: DictConfig, checkpoint: Path) -> Path:
+    """The read-out statistics (:func:`complete_face_statistics`) of the encoder in ``checkpoint`` (a stage's
+    MICA-layout checkpoint) for ``cfg``'s model, beside the checkpoint. Computed on first use, by one job at a
+    time (the file's lock): the checkpoint does not depend on them, so neither do the stage's key and version."""
+    path = checkpoint.parent / statistics_name(cfg)
+    if not path.is_file():
+        with build_lock(path):
+            if not path.is_file():
+                datamodule, module = prepare_data_and_model(base_stage_config(cfg, checkpoint.parent),
+                                                            base_checkpoint=str(checkpoint))
+                datamodule.setup("fit")
+                complete_face_statistics(module, datamodule).save(path)
+    return path
 
 
 class BaseStage(CachedStage):
@@ -85,6 +109,8 @@ class BaseStage(CachedStage):
 
     def build(self, folder: Path):
         base = base_stage_config(self.cfg, folder)
+        with open_dict(base):
+            base.model.chip_scales = None  # not in the key: the statistics, computed on use, carry the scales
         datamodule, model = prepare_data_and_model(base)
         checkpoints = ModelCheckpoint(dirpath=folder / "checkpoints", monitor="val/mean_distance_mm", mode="min")
         return model, datamodule, base.trainer, {"callbacks": [checkpoints]}
@@ -95,11 +121,11 @@ class BaseStage(CachedStage):
         trainer.test(module, datamodule=datamodule, ckpt_path="best")
 
     def statistics_path(self) -> Path:
-        """The read-out statistics of the base model's features on its train and validation images."""
-        return self.folder() / statistics_name(self.cfg)
+        """The read-out statistics of the base model's features on its train and validation images, for the
+        run's read-out (computed on first use: :func:`complete_face_statistics_path`)."""
+        return complete_face_statistics_path(self.cfg, self.checkpoint())
 
     def save(self, module, datamodule, checkpoint: Path) -> None:
-        """The config, the read-out statistics (a fine-tuning's read-out pools them with its own), the model."""
+        """The config and the model."""
         OmegaConf.save(base_stage_config(self.cfg, checkpoint.parent), checkpoint.parent / "config.yaml")
-        complete_face_statistics(module, datamodule).save(checkpoint.parent / statistics_name(self.cfg))
         save_mica_checkpoint(checkpoint, module.identity_encoder.encoder_state_dict(), module.mapping_network.state_dict())

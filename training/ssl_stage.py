@@ -23,9 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from datamodules.cir3dfair import Cir3DFaIRDataModule
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict, save_mica_checkpoint
 from faceregen.face_model.decoder import component_count
-from faceregen.locking import build_lock
-from training.base_stage import base_stage_config, complete_face_statistics, statistics_name
-from training.building import ensure_dataset, prepare_data_and_model, with_face_model
+from training.base_stage import complete_face_statistics_path
+from training.building import ensure_dataset, with_face_model
 from training.cached_stage import CachedStage, file_digest
 
 
@@ -88,17 +87,6 @@ class SSLStage(CachedStage):
 
     def statistics_path(self) -> Path:
         """The read-out statistics of the SwAV-trained encoder's features on the base stage's complete faces
-        (its train and validation images; for a start from the embedded base, whose data they are). Computed
-        on first use, after the stage, by one job at a time (the file's lock), and kept beside
-        ``mica_ssl.tar``: the checkpoint does not depend on them, so the stage's key and version do not either."""
-        checkpoint = self.checkpoint()
-        path = checkpoint.parent / statistics_name(self.cfg)
-        if not path.is_file():
-            with build_lock(path):
-                if not path.is_file():
-                    datamodule, module = prepare_data_and_model(
-                        base_stage_config(self.cfg, checkpoint.parent), base_checkpoint=str(checkpoint)
-                    )
-                    datamodule.setup("fit")
-                    complete_face_statistics(module, datamodule).save(path)
-        return path
+        (its train and validation images; for a start from the embedded base, whose data they are), kept
+        beside ``mica_ssl.tar`` (computed on first use: :func:`~training.base_stage.complete_face_statistics_path`)."""
+        return complete_face_statistics_path(self.cfg, self.checkpoint())
