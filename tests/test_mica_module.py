@@ -157,15 +157,18 @@ def test_fit_logs_distances_and_resumes(toy_model, tmp_path):
     assert second.global_step == 4  # continued from step 2, not from 0
 
 
-def test_epoch_zero_is_the_closed_form_read_out(toy_model, tmp_path):
-    """With ``readout_init=ridge`` the first epoch takes no optimizer step: after it the read-out is exactly
-    the one ``fit_readout`` gives (and the checkpoint of epoch 0 holds it); the second epoch moves it."""
+@pytest.mark.parametrize("freeze", ["all", "none"])
+def test_epoch_zero_is_the_closed_form_read_out(toy_model, tmp_path, freeze):
+    """With ``readout_init=ridge`` the first epoch takes no optimizer step and leaves the encoder's batch-norm
+    statistics alone: after it the read-out and the encoder are exactly those ``fit_readout`` gives (and the
+    checkpoint of epoch 0 holds them), also for a backbone that trains (``freeze=none``, scratch); the second
+    epoch moves the read-out."""
     data = DataLoader(FaceBatches(toy_model, n=6), batch_size=3)
 
     def module():
         torch.manual_seed(0)
         return MICAModule(
-            identity_encoder=build_identity_encoder("dlib_resnet", pretrained=None, freeze="all", feature_stages=[0], feature_grid=1),
+            identity_encoder=build_identity_encoder("dlib_resnet", pretrained=None, freeze=freeze, feature_stages=[0], feature_grid=1),
             mapping_network=partial(MappingNetwork, hidden_dim=None, hidden_layers=0), face_model=toy_model,
             region_weights=REGION_WEIGHTS, optimizer=partial(torch.optim.Adam, lr=1e-2), readout_init="ridge",
         )
@@ -173,6 +176,8 @@ def test_epoch_zero_is_the_closed_form_read_out(toy_model, tmp_path):
     expected = module()
     expected.fit_readout(data, data)
     weights = expected.mapping_network.output.weight.detach().clone()
+    encoder = {k: v.clone() for k, v in expected.identity_encoder.state_dict().items()}
+    assert any("running_mean" in k for k in encoder)
     for epochs in (1, 2):
         fitted = module()
         trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -180,6 +185,11 @@ def test_epoch_zero_is_the_closed_form_read_out(toy_model, tmp_path):
         trainer.fit(fitted, datamodule=pl.LightningDataModule.from_datasets(data.dataset, data.dataset, batch_size=3))
         moved = (fitted.mapping_network.output.weight.detach() - weights).abs().max().item()
         assert (moved < 1e-6) if epochs == 1 else (moved > 1e-4)
+        if epochs == 1:
+            for name, value in fitted.identity_encoder.state_dict().items():
+                assert torch.equal(value, encoder[name]), name
+        else:
+            assert fitted.identity_encoder.training
 
 
 def test_wound_and_intact_distances_partition_the_face(toy_model):
