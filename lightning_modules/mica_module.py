@@ -30,6 +30,7 @@ from torch import nn
 from torchmetrics import CatMetric, MeanMetric
 
 from faceregen.encoders.checkpoints import load_mica_checkpoint, load_state_strict
+from faceregen.encoders.feature_cache import FeatureCache
 from faceregen.encoders.flip_averaging import FlipAveraging
 from faceregen.encoders.readout import ReadoutStatistics, fit_ridge_readout
 from faceregen.encoders.scale_averaging import ScaleAveraging
@@ -82,6 +83,10 @@ class MICAModule(pl.LightningModule):
             centre (:mod:`faceregen.encoders.scale_averaging`; 1.0: the chip as aligned); the closed-form
             read-out then learns from every training chip at every scale, SGD from each chip at one drawn at
             random. None: the chip as aligned only.
+        feature_cache_dir: keep the identity encoder's mid-level features here while they are fixed (every
+            setting but ``scratch``), keyed by the encoder's weights and each view's bytes, and reuse them across
+            epochs, runs and seeds (:mod:`faceregen.encoders.feature_cache`); None: encode every time. Not used
+            with the final embedding (``feature_stages=null``).
     """
 
     def __init__(
@@ -101,9 +106,11 @@ class MICAModule(pl.LightningModule):
         base_statistics: str | None = None,
         flip_averaging: bool = False,
         chip_scales: Sequence[float] | None = None,
+        feature_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler"])
+        self.save_hyperparameters(
+            ignore=["identity_encoder", "mapping_network", "face_model", "optimizer", "scheduler", "feature_cache_dir"])
         self.identity_encoder = identity_encoder
         self.face_model_decoder = FaceModelDecoder(face_model, n_components)
         self.mapping_network = mapping_network(
@@ -132,6 +139,8 @@ class MICAModule(pl.LightningModule):
         self.code_mirror = code_mirror(face_model, self.face_model_decoder.n_components) if flip_averaging else None
         self.flip_averaging = FlipAveraging(self.code_mirror) if flip_averaging else None
         self.scale_averaging = ScaleAveraging(chip_scales) if chip_scales else None
+        if feature_cache_dir and identity_encoder.feature_stages is not None:
+            identity_encoder.use_feature_cache(FeatureCache(feature_cache_dir))
         if base_checkpoint:
             self.load_base_checkpoint(base_checkpoint)
 
@@ -226,6 +235,7 @@ class MICAModule(pl.LightningModule):
         training = self.training
         self.eval()
         statistics = self._statistics(*self._raw_features_and_heads(loader))
+        self._flush_feature_cache()
         self.train(training)
         return statistics
 
@@ -257,6 +267,7 @@ class MICAModule(pl.LightningModule):
             prior = None
         # the views' mean feature: the linear read-out of it is the mean of the views' codes, as predicted
         val_features, val_flipped, val_heads = self._raw_features_and_heads(val_loader)
+        self._flush_feature_cache()
         val_features, val_flipped = val_features.mean(0), None if val_flipped is None else val_flipped.mean(0)
         if standardizer is not None:
             mean = standardizer.running_mean.double().cpu().numpy()
@@ -358,9 +369,19 @@ class MICAModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_sample_metrics("val")
+        self._flush_feature_cache()
 
     def on_test_epoch_end(self) -> None:
         self._test_samples = self._log_sample_metrics("test")
+        self._flush_feature_cache()
+
+    def on_predict_epoch_end(self) -> None:
+        self._flush_feature_cache()
+
+    def _flush_feature_cache(self) -> None:
+        """Write the identity features computed since the last flush (``feature_cache_dir``)."""
+        if self.identity_encoder.feature_cache is not None:
+            self.identity_encoder.feature_cache.flush()
 
     def test_sample_metrics(self) -> dict[str, np.ndarray]:
         """The last test's per-image metrics (:data:`SAMPLE_METRICS` and ``index``, the cache item), (N,) each."""

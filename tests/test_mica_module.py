@@ -221,3 +221,33 @@ def test_aligned_distance_ignores_size_position_and_orientation(toy_model):
     bumped = gt.clone()
     bumped[:, toy_model.regions["nose"], 2] += 5.0
     assert float(similarity_aligned_distance_mm(bumped, gt, everywhere)[:, toy_model.regions["nose"]].mean()) > 2
+
+
+def test_a_feature_cache_changes_nothing_but_the_encoding(toy_model, tmp_path):
+    """Fixed features (``freeze=mica``): a fit with the cache gives the read-out and validation of one without;
+    a second run on the same cache encodes no view (flip and scale averaging: 6 images x 2 x 3 views each)."""
+    data = DataLoader(FaceBatches(toy_model, n=6), batch_size=3)
+
+    def fitted(cache_dir):
+        torch.manual_seed(0)
+        module = MICAModule(
+            identity_encoder=build_identity_encoder("dlib_resnet", pretrained=None, freeze="mica", feature_stages=[0], feature_grid=1),
+            mapping_network=partial(MappingNetwork, hidden_dim=None, hidden_layers=0), face_model=toy_model,
+            region_weights=REGION_WEIGHTS, optimizer=partial(torch.optim.Adam, lr=1e-2), readout_init="ridge",
+            chip_scales=[0.9, 1.0, 1.1], feature_cache_dir=cache_dir,
+        )
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+        trainer.fit(module, datamodule=pl.LightningDataModule.from_datasets(data.dataset, data.dataset, batch_size=3))
+        return module, float(trainer.callback_metrics["val/mean_distance_mm"])
+
+    plain, plain_error = fitted(None)
+    first, first_error = fitted(str(tmp_path))
+    second, second_error = fitted(str(tmp_path))
+    cache = second.identity_encoder.feature_cache
+    assert cache.misses == 0 and cache.hits > 0
+    assert first.identity_encoder.feature_cache.misses > 0
+    assert plain.identity_encoder.feature_cache is None
+    for module in (first, second):
+        assert torch.allclose(module.mapping_network.output.weight, plain.mapping_network.output.weight, atol=1e-5)
+    assert second_error == first_error == pytest.approx(plain_error, abs=1e-4)

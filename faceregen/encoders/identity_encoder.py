@@ -30,6 +30,7 @@ from torch import nn
 from faceregen.encoders.backbone import FreezableBackbone, check_chip_shape
 from faceregen.encoders.checkpoints import StateDict, cpu_copy, load_insightface_backbone, load_state_strict
 from faceregen.encoders.dlib_resnet import SHIPPED_WEIGHTS, DlibResNet, dlib_state_dict
+from faceregen.encoders.feature_cache import FeatureCache, encoder_fingerprint
 from faceregen.encoders.iresnet import IRESNET_LAYERS, iresnet
 
 #: ``pretrained="default"``: the backbone's shipped weights where a registry package carries them
@@ -72,6 +73,7 @@ class IdentityEncoder(nn.Module):
         self.feature_stages = None if feature_stages is None else sorted(int(s) for s in feature_stages)
         self.feature_grid = feature_grid
         self.feature_standardizer = None
+        self.feature_cache: FeatureCache | None = None
         self._feature_dim = backbone.feature_dim
         if self.feature_stages is not None:
             n_stages = len(backbone.stage_modules()) - 1
@@ -108,11 +110,26 @@ class IdentityEncoder(nn.Module):
     def feature_dim(self) -> int:
         return self._feature_dim
 
+    def _shaping_modules(self) -> list[nn.Module]:
+        """The backbone's modules that shape the mid-level features (none without them)."""
+        return self.backbone.stage_modules()[: self.feature_stages[-1] + 2] if self.feature_stages else []
+
     @property
     def features_fixed(self) -> bool:
         """True when nothing that shapes the mid-level features trains (their stages are frozen)."""
-        shaping = self.backbone.stage_modules()[: self.feature_stages[-1] + 2] if self.feature_stages else []
-        return not any(p.requires_grad for m in shaping for p in m.parameters())
+        return not any(p.requires_grad for m in self._shaping_modules() for p in m.parameters())
+
+    def use_feature_cache(self, cache: FeatureCache | None) -> None:
+        """Serve the mid-level features from ``cache`` (:mod:`faceregen.encoders.feature_cache`) whenever they are
+        fixed, their stages' batch norms (if any) in eval mode; None: compute them every time."""
+        if cache is not None and self.feature_stages is None:
+            raise ValueError("a feature cache serves mid-level features: set feature_stages")
+        self.feature_cache = cache
+
+    def _features_cacheable(self) -> bool:
+        shaping = self._shaping_modules()
+        return self.features_fixed and not any(
+            m.training for s in shaping for m in s.modules() if next(m.buffers(recurse=False), None) is not None)
 
     def train(self, mode: bool = True) -> IdentityEncoder:
         """Fixed features keep fixed statistics: their standardisation stays in eval mode (training then sees
@@ -130,7 +147,16 @@ class IdentityEncoder(nn.Module):
         return self.backbone.normalize_input(images)
 
     def pooled_stages(self, images: torch.Tensor) -> torch.Tensor:
-        """``concat_s pool_g(stage_s(x))`` (B, D) before standardisation."""
+        """``concat_s pool_g(stage_s(x))`` (B, D) before standardisation (from the feature cache, if any, while
+        the features are fixed)."""
+        if self.feature_cache is not None and self._features_cacheable():
+            named = ((f"{i}.{name}", t) for i, m in enumerate(self._shaping_modules()) for name, t in m.state_dict().items())
+            settings = f"{type(self.backbone).__name__} stages {self.feature_stages} grid {self.feature_grid}"
+            fingerprint = encoder_fingerprint(named, settings, images.device.type)
+            return self.feature_cache.lookup(fingerprint, images, self._computed_pooled_stages)
+        return self._computed_pooled_stages(images)
+
+    def _computed_pooled_stages(self, images: torch.Tensor) -> torch.Tensor:
         outputs = self.backbone.stage_outputs(images, self.feature_stages[-1] + 1)
         pooled = [F.adaptive_avg_pool2d(outputs[s], self.feature_grid).flatten(1) for s in self.feature_stages]
         return torch.cat(pooled, dim=1)
